@@ -1,0 +1,329 @@
+//! The sled outbox. Appends go through one committer thread that groups concurrent requests,
+//! writes them as one atomic batch, makes them durable with one flush + fdatasync, and only
+//! then answers (group commit). Reads for the relay go straight to sled. The store knows
+//! nothing of HTTP or Kafka: it keeps records, a cursor, dead letters and counters.
+
+mod committer;
+pub mod durable;
+pub mod keys;
+pub mod record;
+
+pub use record::{DeadLetter, Record, RecordError};
+
+use committer::{Command, Committer};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot, Notify};
+
+/// The schema version written into new stores.
+pub const SCHEMA_VERSION: u64 = 1;
+
+/// How the store is opened and bounded.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    pub dir: PathBuf,
+    /// sled's page cache, in bytes (sled's own default is 1 GiB, too much for a sidecar).
+    pub cache_bytes: u64,
+    /// Appends beyond this many undelivered events are refused (503).
+    pub max_backlog_events: u64,
+    /// Appends beyond this many undelivered bytes are refused (503).
+    pub max_backlog_bytes: u64,
+    /// How long a `source` + `id` pair is remembered for idempotent appends.
+    pub dedup_window: Duration,
+}
+
+impl StoreConfig {
+    pub fn new(dir: impl Into<PathBuf>) -> StoreConfig {
+        StoreConfig {
+            dir: dir.into(),
+            cache_bytes: 64 * 1024 * 1024,
+            max_backlog_events: 1_000_000,
+            max_backlog_bytes: 1024 * 1024 * 1024,
+            dedup_window: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+/// Counters of the store, as of the last commit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Stats {
+    /// The sequence number the next appended event gets.
+    pub next_seq: u64,
+    /// The highest sequence number confirmed delivered (0: none yet).
+    pub cursor: u64,
+    pub backlog_events: u64,
+    pub backlog_bytes: u64,
+    pub dead_letters: u64,
+}
+
+/// The answer for one appended event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Appended {
+    pub seq: u64,
+    /// The event was already stored (same `source` + `id` within the window).
+    pub duplicate: bool,
+}
+
+/// Why the store refused or failed a request.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    #[error("backlog limit reached ({events} events, {bytes} bytes stored); retry later")]
+    BacklogFull { events: u64, bytes: u64 },
+    #[error("the store is unavailable: {0}")]
+    Unavailable(String),
+    #[error("no record with sequence number {0}")]
+    NotFound(u64),
+}
+
+/// A batch read for the relay.
+#[derive(Debug, Default)]
+pub struct ReadBatch {
+    pub records: Vec<(u64, Record)>,
+    /// Records that failed to decode: to be quarantined, never delivered.
+    pub corrupt: Vec<(u64, RecordError)>,
+    /// Stored bytes of the records read.
+    pub bytes: u64,
+}
+
+struct Shared {
+    stats: Mutex<Stats>,
+    /// Signalled after each commit that appended events.
+    appended: Notify,
+    /// Set when a write or sync failed: from then on the store refuses writes.
+    broken: AtomicBool,
+    broken_reason: Mutex<Option<String>>,
+}
+
+/// A handle to the outbox; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    db: sled::Db,
+    tree: sled::Tree,
+    commands: mpsc::UnboundedSender<Command>,
+    shared: Arc<Shared>,
+    committer: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
+    dir: PathBuf,
+}
+
+impl Store {
+    /// Opens (or creates) the store and starts its committer thread.
+    pub fn open(config: StoreConfig) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(&config.dir).map_err(|e| unavailable("create data dir", e))?;
+        let db = sled::Config::new()
+            .path(&config.dir)
+            .cache_capacity(config.cache_bytes)
+            .flush_every_ms(None)
+            .open()
+            .map_err(|e| unavailable("open sled", e))?;
+        let tree = db
+            .open_tree("outbox")
+            .map_err(|e| unavailable("open tree", e))?;
+        let mut durability =
+            durable::Durability::open(&config.dir).map_err(|e| unavailable("open db file", e))?;
+        committer::init_schema(&db, &tree, &mut durability)?;
+        let stats = committer::load_stats(&tree).map_err(|e| unavailable("read meta", e))?;
+        let shared = Arc::new(Shared {
+            stats: Mutex::new(stats),
+            appended: Notify::new(),
+            broken: AtomicBool::new(false),
+            broken_reason: Mutex::new(None),
+        });
+        let (commands, receiver) = mpsc::unbounded_channel();
+        let committer = Committer::new(
+            db.clone(),
+            tree.clone(),
+            durability,
+            config.clone(),
+            stats,
+            shared.clone(),
+        );
+        let handle = std::thread::Builder::new()
+            .name("outbox-committer".into())
+            .spawn(move || committer.run(receiver))
+            .map_err(|e| unavailable("start committer", e))?;
+        Ok(Store {
+            db,
+            tree,
+            commands,
+            shared,
+            committer: Arc::new(Mutex::new(Some(handle))),
+            dir: config.dir,
+        })
+    }
+
+    /// Appends records and returns once they are durable. All or nothing: a refused request
+    /// stores none of its records. A record whose `source` + `id` pair is already stored
+    /// (within the de-duplication window) is answered with the stored sequence number.
+    pub async fn append(&self, events: Vec<Record>) -> Result<Vec<Appended>, StoreError> {
+        self.command(|reply| Command::Append { events, reply })
+            .await
+    }
+
+    /// Removes delivered records and advances the cursor, in one durable step.
+    pub async fn confirm(&self, seqs: Vec<u64>) -> Result<(), StoreError> {
+        self.command(|reply| Command::Confirm { seqs, reply }).await
+    }
+
+    /// Moves a record to the dead-letter table with the error that parked it.
+    pub async fn park(&self, seq: u64, error: String) -> Result<(), StoreError> {
+        self.command(|reply| Command::Park { seq, error, reply })
+            .await
+    }
+
+    /// Puts a dead letter back at the end of the outbox under a new sequence number.
+    pub async fn replay(&self, seq: u64) -> Result<u64, StoreError> {
+        self.command(|reply| Command::Replay { seq, reply }).await
+    }
+
+    /// Deletes a dead letter.
+    pub async fn purge(&self, seq: u64) -> Result<(), StoreError> {
+        self.command(|reply| Command::Purge { seq, reply }).await
+    }
+
+    async fn command<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Command,
+    ) -> Result<T, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(make(reply))
+            .map_err(|_| StoreError::Unavailable("the store is closed".into()))?;
+        answer
+            .await
+            .map_err(|_| StoreError::Unavailable("the committer stopped".into()))?
+    }
+
+    /// Reads undelivered records in sequence order, starting at `from`, up to the limits
+    /// (at least one record when any is there). `skip` leaves records out (paused topics,
+    /// tenants waiting for a retry) without counting them.
+    pub fn read_batch(
+        &self,
+        from: u64,
+        max_events: usize,
+        max_bytes: u64,
+        mut skip: impl FnMut(u64, &Record) -> bool,
+    ) -> Result<ReadBatch, StoreError> {
+        let mut batch = ReadBatch::default();
+        for item in self.tree.range(keys::event(from)..=keys::event(u64::MAX)) {
+            let (key, value) = item.map_err(|e| unavailable("read", e))?;
+            let seq = keys::seq_of(&key);
+            match record::decode::<Record>(&value) {
+                Ok(record) => {
+                    if skip(seq, &record) {
+                        continue;
+                    }
+                    let size = value.len() as u64;
+                    if !batch.records.is_empty()
+                        && (batch.records.len() >= max_events || batch.bytes + size > max_bytes)
+                    {
+                        break;
+                    }
+                    batch.bytes += size;
+                    batch.records.push((seq, record));
+                }
+                Err(error) => batch.corrupt.push((seq, error)),
+            }
+        }
+        Ok(batch)
+    }
+
+    /// The append time of the oldest undelivered event.
+    pub fn oldest_appended_ms(&self) -> Option<u64> {
+        let (_, value) = self.tree.scan_prefix([keys::EVENT]).next()?.ok()?;
+        record::decode::<Record>(&value).ok().map(|r| r.appended_ms)
+    }
+
+    /// Dead letters in sequence order, starting at `from`, at most `limit`.
+    pub fn dead_letters(&self, from: u64, limit: usize) -> Result<Vec<DeadLetter>, StoreError> {
+        self.tree
+            .range(keys::dead(from)..=keys::dead(u64::MAX))
+            .take(limit)
+            .map(|item| {
+                let (_, value) = item.map_err(|e| unavailable("read", e))?;
+                record::decode::<DeadLetter>(&value)
+                    .map_err(|e| StoreError::Unavailable(format!("corrupt dead letter: {e}")))
+            })
+            .collect()
+    }
+
+    /// A single dead letter.
+    pub fn dead_letter(&self, seq: u64) -> Result<Option<DeadLetter>, StoreError> {
+        match self
+            .tree
+            .get(keys::dead(seq))
+            .map_err(|e| unavailable("read", e))?
+        {
+            None => Ok(None),
+            Some(value) => record::decode::<DeadLetter>(&value)
+                .map(Some)
+                .map_err(|e| StoreError::Unavailable(format!("corrupt dead letter: {e}"))),
+        }
+    }
+
+    /// A single undelivered record.
+    pub fn record(&self, seq: u64) -> Result<Option<Record>, StoreError> {
+        match self
+            .tree
+            .get(keys::event(seq))
+            .map_err(|e| unavailable("read", e))?
+        {
+            None => Ok(None),
+            Some(value) => record::decode::<Record>(&value)
+                .map(Some)
+                .map_err(|e| StoreError::Unavailable(format!("corrupt record: {e}"))),
+        }
+    }
+
+    /// Counters as of the last commit.
+    pub fn stats(&self) -> Stats {
+        *self.shared.stats.lock().expect("stats lock")
+    }
+
+    /// Resolves after the next commit that appended events.
+    pub async fn appended(&self) {
+        self.shared.appended.notified().await
+    }
+
+    /// `None` while the store accepts writes, else why it does not.
+    pub fn broken(&self) -> Option<String> {
+        if self.shared.broken.load(Ordering::SeqCst) {
+            self.shared.broken_reason.lock().expect("lock").clone()
+        } else {
+            None
+        }
+    }
+
+    /// Bytes the store's files take on disk.
+    pub fn disk_bytes(&self) -> u64 {
+        self.db.size_on_disk().unwrap_or(0)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Stops the committer after it has answered everything queued, and flushes.
+    pub async fn close(&self) {
+        let _ = self.command(|reply| Command::Stop { reply }).await;
+        if let Some(handle) = self.committer.lock().expect("lock").take() {
+            let _ = handle.join();
+        }
+    }
+}
+
+fn unavailable(what: &str, error: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(format!("{what}: {error}"))
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests;
