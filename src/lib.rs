@@ -1,6 +1,14 @@
 //! edge-outbox: a sidecar that keeps CloudEvents durably in an embedded sled outbox and relays
 //! them to Kafka in rate-limited batches. See DESIGN.md (shared) and README.md.
 
+pub mod api;
 pub mod catalog;
+pub mod config;
 pub mod event;
+pub mod kafka;
+pub mod relay;
+pub mod sidecar;
 pub mod store;
+
+pub use sidecar::Sidecar;
+pub mod cli;

@@ -247,7 +247,8 @@ pub(crate) mod tests {
 
     #[test]
     fn each_validation_error_names_its_field() {
-        let cases: Vec<(Box<dyn Fn(&mut CloudEvent)>, &str)> = vec![
+        type Mutation = Box<dyn Fn(&mut CloudEvent)>;
+        let cases: Vec<(Mutation, &str)> = vec![
             (Box::new(|e| e.specversion = "0.3".into()), "specversion"),
             (Box::new(|e| e.id.clear()), "id"),
             (Box::new(|e| e.source.clear()), "source"),

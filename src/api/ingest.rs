@@ -1,0 +1,127 @@
+//! `POST /v1/events`: parse the request in any CloudEvents HTTP mode, check every event
+//! against the catalogue and limits, turn it into a stored record, append all of them in one
+//! durable step, and answer `202` with their sequence numbers only then.
+
+use super::problem::Problem;
+use super::App;
+use crate::event::kafka::to_message;
+use crate::event::{http, ErrorKind, EventError};
+use crate::store::{now_ms, Record, StoreError};
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Serialize;
+use std::sync::Arc;
+
+#[derive(Debug, Serialize)]
+pub struct Accepted {
+    /// The sequence number of each event, in request order.
+    pub sequences: Vec<u64>,
+    /// How many of them were already stored (same `source` + `id`).
+    pub duplicates: usize,
+}
+
+pub async fn post_events(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> Response {
+    match ingest(&app, &headers, body).await {
+        Ok(accepted) => (StatusCode::ACCEPTED, Json(accepted)).into_response(),
+        Err(problem) => problem.into_response(),
+    }
+}
+
+async fn ingest(app: &App, headers: &HeaderMap, body: Body) -> Result<Accepted, Problem> {
+    let limit = app.ingest.max_request_bytes;
+    let body = axum::body::to_bytes(body, limit).await.map_err(|_| {
+        Problem::from(EventError::new(
+            ErrorKind::TooLarge,
+            "body",
+            format!("the request body exceeds {limit} bytes"),
+        ))
+    })?;
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    let pairs: Vec<(&str, &[u8])> = headers
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_bytes()))
+        .collect();
+    let events = http::parse_request(content_type, pairs.iter().copied(), &body)?;
+    let batch = events.len() > 1 || is_batch(content_type);
+    let at = |i: usize, field: &str| {
+        if batch {
+            format!("[{i}].{field}")
+        } else {
+            field.to_string()
+        }
+    };
+    let appended_ms = now_ms();
+    let mut records = Vec::with_capacity(events.len());
+    for (i, event) in events.iter().enumerate() {
+        let topic = match app.catalog.lookup(&event.event_type) {
+            Some(entry) => entry.topic.clone(),
+            None if app.ingest.allow_unknown_types => event.event_type.clone(),
+            None => {
+                return Err(EventError::new(
+                    ErrorKind::UnknownType,
+                    at(i, "type"),
+                    format!(
+                        "{:?} is not in the topic catalogue (see `edge-outbox topics`)",
+                        event.event_type
+                    ),
+                )
+                .into())
+            }
+        };
+        let key = event
+            .tenant_key(&app.ingest.key_order)
+            .map_err(|e| EventError {
+                field: at(i, &e.field),
+                ..e
+            })?;
+        let message = to_message(event, &topic, &key, app.mode);
+        if message.size() > app.ingest.max_event_bytes {
+            return Err(EventError::new(
+                ErrorKind::TooLarge,
+                at(i, "data"),
+                format!(
+                    "the event takes {} bytes as a Kafka message, more than the {} allowed",
+                    message.size(),
+                    app.ingest.max_event_bytes
+                ),
+            )
+            .into());
+        }
+        records.push(Record {
+            appended_ms,
+            event_id: event.id.clone(),
+            event_source: event.source.clone(),
+            event_type: event.event_type.clone(),
+            message,
+        });
+    }
+    let answers = app.store.append(records).await.map_err(|e| match e {
+        StoreError::BacklogFull { .. } => Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "backlog-full",
+            "Backlog full",
+            e.to_string(),
+        )
+        .retry_after(app.retry_after_secs),
+        other => Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store-unavailable",
+            "Store unavailable",
+            other.to_string(),
+        )
+        .retry_after(app.retry_after_secs),
+    })?;
+    Ok(Accepted {
+        duplicates: answers.iter().filter(|a| a.duplicate).count(),
+        sequences: answers.iter().map(|a| a.seq).collect(),
+    })
+}
+
+fn is_batch(content_type: Option<&str>) -> bool {
+    content_type.is_some_and(|ct| ct.to_ascii_lowercase().starts_with(http::BATCH))
+}

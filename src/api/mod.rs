@@ -1,0 +1,173 @@
+//! The HTTP API (loopback by default): event ingest, health and readiness, status, the topic
+//! catalogue and dead-letter administration. Handlers are thin: they translate between HTTP
+//! and the store, the catalogue and the relay's status.
+
+mod ingest;
+pub mod problem;
+
+use crate::catalog::Catalog;
+use crate::config::IngestConfig;
+use crate::event::kafka::KafkaMode;
+use crate::relay::StatusHandle;
+use crate::store::{now_ms, record, Record, Store, StoreError};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use problem::Problem;
+use serde::Deserialize;
+use serde_json::json;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// What the handlers share.
+pub struct App {
+    pub store: Store,
+    pub catalog: Catalog,
+    pub ingest: IngestConfig,
+    pub mode: KafkaMode,
+    pub relay: StatusHandle,
+    pub started: Instant,
+    /// `Retry-After` for 503 answers, in seconds.
+    pub retry_after_secs: u64,
+    pub max_backlog_age: Duration,
+}
+
+pub fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/v1/events", post(ingest::post_events))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/v1/status", get(status))
+        .route("/v1/topics", get(topics))
+        .route("/v1/dlq", get(dlq_list))
+        .route("/v1/dlq/{seq}", get(dlq_show).delete(dlq_purge))
+        .route("/v1/dlq/{seq}/replay", post(dlq_replay))
+        // The ingest handler enforces its own limit, with a problem+json answer.
+        .layer(DefaultBodyLimit::disable())
+        .with_state(app)
+}
+
+fn oldest_age_ms(store: &Store) -> Option<u64> {
+    store
+        .oldest_appended_ms()
+        .map(|ms| now_ms().saturating_sub(ms))
+}
+
+async fn readyz(State(app): State<Arc<App>>) -> Response {
+    let mut reasons = Vec::new();
+    if let Some(reason) = app.store.broken() {
+        reasons.push(format!("store not writable: {reason}"));
+    }
+    if let Some(age) = oldest_age_ms(&app.store) {
+        if age > app.max_backlog_age.as_millis() as u64 {
+            reasons.push(format!(
+                "oldest undelivered event is {}s old (bound {}s)",
+                age / 1000,
+                app.max_backlog_age.as_secs()
+            ));
+        }
+    }
+    let status = if reasons.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        Json(json!({"ready": reasons.is_empty(), "reasons": reasons})),
+    )
+        .into_response()
+}
+
+async fn status(State(app): State<Arc<App>>) -> Response {
+    let relay = app.relay.lock().expect("lock").clone();
+    Json(json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_seconds": app.started.elapsed().as_secs(),
+        "store": app.store.stats(),
+        "oldest_age_ms": oldest_age_ms(&app.store),
+        "disk_bytes": app.store.disk_bytes(),
+        "writable": app.store.broken().is_none(),
+        "relay": relay,
+    }))
+    .into_response()
+}
+
+async fn topics(State(app): State<Arc<App>>) -> Response {
+    Json(app.catalog.entries().cloned().collect::<Vec<_>>()).into_response()
+}
+
+#[derive(Deserialize)]
+struct Page {
+    #[serde(default)]
+    from: u64,
+    #[serde(default = "default_limit")]
+    limit: usize,
+}
+
+fn default_limit() -> usize {
+    100
+}
+
+/// A dead letter as JSON: the record when it decodes, else only the error.
+fn dead_letter_json(dead: &crate::store::DeadLetter) -> serde_json::Value {
+    let record = record::decode::<Record>(&dead.raw).ok();
+    json!({
+        "seq": dead.seq,
+        "error": dead.error,
+        "parked_ms": dead.parked_ms,
+        "event_id": record.as_ref().map(|r| &r.event_id),
+        "event_source": record.as_ref().map(|r| &r.event_source),
+        "event_type": record.as_ref().map(|r| &r.event_type),
+        "topic": record.as_ref().map(|r| &r.message.topic),
+        "key": record.as_ref().map(|r| &r.message.key),
+        "bytes": dead.raw.len(),
+    })
+}
+
+fn store_problem(e: StoreError) -> Problem {
+    match e {
+        StoreError::NotFound(seq) => Problem::not_found(format!("no dead letter with seq {seq}")),
+        other => Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store-unavailable",
+            "Store unavailable",
+            other.to_string(),
+        ),
+    }
+}
+
+async fn dlq_list(State(app): State<Arc<App>>, Query(page): Query<Page>) -> Response {
+    match app.store.dead_letters(page.from, page.limit.min(10_000)) {
+        Ok(list) => Json(list.iter().map(dead_letter_json).collect::<Vec<_>>()).into_response(),
+        Err(e) => store_problem(e).into_response(),
+    }
+}
+
+async fn dlq_show(State(app): State<Arc<App>>, Path(seq): Path<u64>) -> Response {
+    match app.store.dead_letter(seq) {
+        Ok(Some(dead)) => Json(dead_letter_json(&dead)).into_response(),
+        Ok(None) => store_problem(StoreError::NotFound(seq)).into_response(),
+        Err(e) => store_problem(e).into_response(),
+    }
+}
+
+async fn dlq_replay(State(app): State<Arc<App>>, Path(seq): Path<u64>) -> Response {
+    match app.store.replay(seq).await {
+        Ok(new_seq) => (
+            StatusCode::ACCEPTED,
+            Json(json!({"seq": seq, "new_seq": new_seq})),
+        )
+            .into_response(),
+        Err(e) => store_problem(e).into_response(),
+    }
+}
+
+async fn dlq_purge(State(app): State<Arc<App>>, Path(seq): Path<u64>) -> Response {
+    match app.store.purge(seq).await {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => store_problem(e).into_response(),
+    }
+}

@@ -1,0 +1,322 @@
+//! The command line: `serve`, `dev`, `topics`, `send` and `tail`. Configuration precedence is
+//! defaults < `--config` file < `EDGE_OUTBOX_*` environment < flags (clap reads a flag's
+//! environment variable only when the flag itself is absent).
+
+use crate::catalog::Catalog;
+use crate::config::{parse_duration, Config};
+use crate::event::{http, kafka as binding};
+use crate::kafka::DevBroker;
+use crate::sidecar::Sidecar;
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand};
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::ClientConfig;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "edge-outbox",
+    version,
+    about = "A durable CloudEvents outbox sidecar for Kafka"
+)]
+pub struct Cli {
+    /// A TOML configuration file.
+    #[arg(long, global = true, env = "EDGE_OUTBOX_CONFIG")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the sidecar against a Kafka cluster.
+    Serve(ServeArgs),
+    /// Run the sidecar with an embedded Kafka-protocol broker (no external service needed).
+    Dev(DevArgs),
+    /// List the topic catalogue.
+    Topics {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Post an event file (one event, or a JSON array for a batch) to a running sidecar.
+    Send {
+        /// The file, or `-` for standard input.
+        file: PathBuf,
+        /// The sidecar's address.
+        #[arg(long, env = "EDGE_OUTBOX_URL", default_value = "http://127.0.0.1:8080")]
+        url: String,
+    },
+    /// Consume catalogue topics from any broker and print the events as CloudEvents JSON.
+    Tail(TailArgs),
+}
+
+#[derive(Args, Debug, Default)]
+pub struct ServeArgs {
+    /// Address of the HTTP API [default: 127.0.0.1:8080].
+    #[arg(long, env = "EDGE_OUTBOX_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Directory of the store [default: ./data].
+    #[arg(long, env = "EDGE_OUTBOX_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Comma-separated Kafka bootstrap servers.
+    #[arg(long, env = "EDGE_OUTBOX_BROKERS")]
+    pub brokers: Option<String>,
+    /// How often the relay sends the backlog, such as `10s` or `250ms` [default: 10s].
+    #[arg(long, env = "EDGE_OUTBOX_FLUSH_INTERVAL", value_parser = parse_duration)]
+    pub flush_interval: Option<Duration>,
+    /// Log format: `text` or `json`.
+    #[arg(long, env = "EDGE_OUTBOX_LOG_FORMAT")]
+    pub log_format: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct DevArgs {
+    #[command(flatten)]
+    pub serve: ServeArgs,
+    /// Partitions of each catalogue topic on the embedded broker.
+    #[arg(long, default_value_t = 3)]
+    pub partitions: i32,
+}
+
+#[derive(Args, Debug)]
+pub struct TailArgs {
+    /// Comma-separated bootstrap servers.
+    #[arg(long, env = "EDGE_OUTBOX_BROKERS")]
+    pub brokers: String,
+    /// Topics to follow [default: every catalogue topic].
+    #[arg(long = "topic")]
+    pub topics: Vec<String>,
+    /// Stop after this many events.
+    #[arg(long)]
+    pub count: Option<u64>,
+    /// Stop after this long without a new event, such as `5s`.
+    #[arg(long, value_parser = parse_duration)]
+    pub idle_timeout: Option<Duration>,
+}
+
+/// Loads the configuration: defaults, then the file, then environment and flags.
+pub fn load_config(file: Option<&PathBuf>, args: &ServeArgs) -> anyhow::Result<Config> {
+    let mut config = match file {
+        Some(path) => Config::from_file(path)?,
+        None => Config::default(),
+    };
+    if let Some(listen) = args.listen {
+        config.listen = listen;
+    }
+    if let Some(dir) = &args.data_dir {
+        config.data_dir = dir.clone();
+    }
+    if let Some(brokers) = &args.brokers {
+        config.kafka.brokers = brokers.clone();
+    }
+    if let Some(interval) = args.flush_interval {
+        config.relay.flush_interval = interval;
+    }
+    if let Some(format) = &args.log_format {
+        config.log.format = format.clone();
+    }
+    Ok(config)
+}
+
+/// Sets up `tracing` on standard error.
+pub fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if config.log.format == "json" {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(args) => {
+            let config = load_config(cli.config.as_ref(), &args)?;
+            init_logging(&config);
+            serve(config).await
+        }
+        Command::Dev(args) => {
+            let mut config = load_config(cli.config.as_ref(), &args.serve)?;
+            init_logging(&config);
+            let catalog = Catalog::with_extra(&config.ingest.extra_types);
+            let broker = DevBroker::start(1, &catalog.topics(), args.partitions)
+                .context("starting the embedded Kafka broker")?;
+            config.kafka.brokers = broker.bootstrap_servers();
+            println!(
+                "edge-outbox dev: embedded Kafka broker at {} ({} topics); ingest at http://{}/v1/events",
+                config.kafka.brokers,
+                catalog.topics().len(),
+                config.listen
+            );
+            println!(
+                "  watch events arrive: edge-outbox tail --brokers {}",
+                config.kafka.brokers
+            );
+            serve(config).await?;
+            drop(broker);
+            Ok(())
+        }
+        Command::Topics { json } => {
+            let catalog = Catalog::builtin();
+            let config = match &cli.config {
+                Some(path) => Config::from_file(path)?,
+                None => Config::default(),
+            };
+            let catalog = if config.ingest.extra_types.is_empty() {
+                catalog
+            } else {
+                Catalog::with_extra(&config.ingest.extra_types)
+            };
+            print_topics(&catalog, json);
+            Ok(())
+        }
+        Command::Send { file, url } => send(&file, &url).await,
+        Command::Tail(args) => tail(args).await,
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let sidecar = Sidecar::start(config).await?;
+    shutdown_signal().await;
+    tracing::info!("shutting down: intake stopped, settling in-flight work");
+    sidecar.shutdown().await
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+fn print_topics(catalog: &Catalog, json: bool) {
+    if json {
+        let entries: Vec<_> = catalog.entries().collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&entries).expect("entries serialise")
+        );
+        return;
+    }
+    let width = catalog
+        .entries()
+        .map(|e| e.event_type.len())
+        .max()
+        .unwrap_or(4);
+    println!(
+        "{:<28} {:<width$} DESCRIPTION",
+        "CATEGORY", "TYPE (= TOPIC)"
+    );
+    for entry in catalog.entries() {
+        let name = if entry.topic == entry.event_type {
+            entry.event_type.clone()
+        } else {
+            format!("{} -> {}", entry.event_type, entry.topic)
+        };
+        println!(
+            "{:<28} {:<width$} {}",
+            entry.category, name, entry.description
+        );
+    }
+    println!(
+        "{} event types in {} categories",
+        catalog.len(),
+        catalog.categories().len()
+    );
+}
+
+async fn send(file: &PathBuf, url: &str) -> anyhow::Result<()> {
+    let body = if file.as_os_str() == "-" {
+        let mut buf = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf)?;
+        buf
+    } else {
+        std::fs::read(file).with_context(|| format!("reading {}", file.display()))?
+    };
+    let value: serde_json::Value =
+        serde_json::from_slice(&body).with_context(|| format!("{} is not JSON", file.display()))?;
+    let content_type = if value.is_array() {
+        http::BATCH
+    } else {
+        http::STRUCTURED
+    };
+    let endpoint = format!("{}/v1/events", url.trim_end_matches('/'));
+    let response = reqwest::Client::new()
+        .post(&endpoint)
+        .header("content-type", content_type)
+        .body(body)
+        .send()
+        .await
+        .with_context(|| format!("posting to {endpoint}"))?;
+    let status = response.status();
+    let text = response.text().await.unwrap_or_default();
+    println!("{status} {text}");
+    if !status.is_success() {
+        bail!("the sidecar refused the event ({status})");
+    }
+    Ok(())
+}
+
+async fn tail(args: TailArgs) -> anyhow::Result<()> {
+    let topics = if args.topics.is_empty() {
+        Catalog::builtin().topics()
+    } else {
+        args.topics.clone()
+    };
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &args.brokers)
+        .set(
+            "group.id",
+            format!("edge-outbox-tail-{}", uuid::Uuid::new_v4()),
+        )
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .context("creating the consumer")?;
+    let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+    consumer.subscribe(&names)?;
+    let mut seen = 0u64;
+    loop {
+        if args.count.is_some_and(|n| seen >= n) {
+            return Ok(());
+        }
+        let next = consumer.recv();
+        let message = match args.idle_timeout {
+            Some(idle) => match tokio::time::timeout(idle, next).await {
+                Ok(m) => m,
+                Err(_) => return Ok(()),
+            },
+            None => next.await,
+        }?;
+        let headers: Vec<(String, Vec<u8>)> = message
+            .headers()
+            .map(|h| {
+                h.iter()
+                    .map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let payload = message.payload().unwrap_or_default();
+        match binding::from_message(&headers, payload) {
+            Some(event) => println!("{}", http::to_json(&event)),
+            None => eprintln!(
+                "{}[{}]@{}: not a CloudEvent ({} bytes)",
+                message.topic(),
+                message.partition(),
+                message.offset(),
+                payload.len()
+            ),
+        }
+        seen += 1;
+    }
+}

@@ -1,0 +1,472 @@
+//! One typed configuration for the sidecar: defaults suited to a sidecar, overridden by a TOML
+//! file, then by `EDGE_OUTBOX_*` environment variables, then by command-line flags (the CLI
+//! applies the last two), and validated once at start with errors that name the setting.
+
+use crate::catalog::EventType;
+use crate::event::kafka::KafkaMode;
+use crate::event::{KeySource, DEFAULT_KEY_ORDER};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The whole configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address of the HTTP API. Loopback by default: only the pod's own containers reach it.
+    pub listen: SocketAddr,
+    /// Directory of the sled store.
+    pub data_dir: PathBuf,
+    pub ingest: IngestConfig,
+    pub store: StoreSettings,
+    pub relay: RelayConfig,
+    pub kafka: KafkaConfig,
+    pub readiness: ReadinessConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReadinessConfig {
+    /// `/readyz` fails while the oldest undelivered event is older than this.
+    #[serde(with = "humantime_serde")]
+    pub max_backlog_age: Duration,
+}
+
+impl Default for ReadinessConfig {
+    fn default() -> Self {
+        ReadinessConfig {
+            max_backlog_age: Duration::from_secs(300),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IngestConfig {
+    /// Largest accepted event (its Kafka message: key, headers and value), in bytes.
+    pub max_event_bytes: usize,
+    /// Largest accepted request body (a batch), in bytes.
+    pub max_request_bytes: usize,
+    /// Accept types missing from the catalogue (published to a topic named after the type).
+    pub allow_unknown_types: bool,
+    /// Where the tenant key comes from, first match wins.
+    pub key_order: Vec<KeySource>,
+    /// Event types added to the built-in catalogue.
+    pub extra_types: Vec<EventType>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreSettings {
+    /// sled page cache, bytes.
+    pub cache_bytes: u64,
+    pub max_backlog_events: u64,
+    pub max_backlog_bytes: u64,
+    /// How long a `source` + `id` pair is remembered for idempotent appends.
+    #[serde(with = "humantime_serde")]
+    pub dedup_window: Duration,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RelayConfig {
+    /// How often the backlog is sent (sooner when a full batch is waiting).
+    #[serde(with = "humantime_serde")]
+    pub flush_interval: Duration,
+    pub batch_max_events: usize,
+    pub batch_max_bytes: u64,
+    /// Events per second to Kafka, or "unlimited".
+    pub max_events_per_second: Limit,
+    /// Bytes per second to Kafka, or "unlimited".
+    pub max_bytes_per_second: Limit,
+    /// First wait after a retriable failure; doubles up to `retry_backoff_max`.
+    #[serde(with = "humantime_serde")]
+    pub retry_backoff_min: Duration,
+    #[serde(with = "humantime_serde")]
+    pub retry_backoff_max: Duration,
+    /// How long a topic stays paused after a configuration error before it is tried again.
+    #[serde(with = "humantime_serde")]
+    pub pause_retry: Duration,
+    /// Emit an `outbox.published.v1` summary per tenant after each delivered batch.
+    pub publish_summaries: bool,
+    /// The `source` of those summaries.
+    pub summary_source: String,
+    /// CloudEvents Kafka binding mode.
+    pub mode: KafkaMode,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// Comma-separated bootstrap servers.
+    pub brokers: String,
+    pub client_id: String,
+    /// `none`, `gzip`, `snappy`, `lz4` or `zstd`.
+    pub compression: String,
+    /// How long librdkafka keeps retrying one message before reporting it as timed out.
+    /// Very large by default: a timed-out run of messages could land behind its successors.
+    #[serde(with = "humantime_serde")]
+    pub delivery_timeout: Duration,
+    /// Further librdkafka properties, passed as they are (for example TLS or SASL settings).
+    /// Values of keys that look secret are never logged.
+    pub properties: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// `text` or `json`.
+    pub format: String,
+    /// A tracing filter such as `info` or `edge_outbox=debug`; `RUST_LOG` wins when set.
+    pub level: String,
+}
+
+/// A rate: a positive number per second, or unlimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    Unlimited,
+    PerSecond(u32),
+}
+
+impl Serialize for Limit {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Limit::Unlimited => s.serialize_str("unlimited"),
+            Limit::PerSecond(n) => s.serialize_u32(*n),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Limit {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Limit, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Number(u32),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Number(0) => Err(serde::de::Error::custom(
+                "a rate must be positive, or \"unlimited\"",
+            )),
+            Raw::Number(n) => Ok(Limit::PerSecond(n)),
+            Raw::Text(t) => t.parse().map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+impl std::str::FromStr for Limit {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Limit, String> {
+        if s.eq_ignore_ascii_case("unlimited") {
+            return Ok(Limit::Unlimited);
+        }
+        match s.parse::<u32>() {
+            Ok(n) if n > 0 => Ok(Limit::PerSecond(n)),
+            _ => Err(format!(
+                "{s:?} is not a rate: give a positive number or \"unlimited\""
+            )),
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            listen: "127.0.0.1:8080".parse().expect("valid address"),
+            data_dir: PathBuf::from("./data"),
+            ingest: IngestConfig::default(),
+            store: StoreSettings::default(),
+            relay: RelayConfig::default(),
+            kafka: KafkaConfig::default(),
+            readiness: ReadinessConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        IngestConfig {
+            max_event_bytes: 1024 * 1024,
+            max_request_bytes: 16 * 1024 * 1024,
+            allow_unknown_types: false,
+            key_order: DEFAULT_KEY_ORDER.to_vec(),
+            extra_types: Vec::new(),
+        }
+    }
+}
+
+impl Default for StoreSettings {
+    fn default() -> Self {
+        StoreSettings {
+            cache_bytes: 64 * 1024 * 1024,
+            max_backlog_events: 1_000_000,
+            max_backlog_bytes: 2 * 1024 * 1024 * 1024,
+            dedup_window: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        RelayConfig {
+            flush_interval: Duration::from_secs(10),
+            batch_max_events: 10_000,
+            batch_max_bytes: 16 * 1024 * 1024,
+            max_events_per_second: Limit::Unlimited,
+            max_bytes_per_second: Limit::Unlimited,
+            retry_backoff_min: Duration::from_millis(200),
+            retry_backoff_max: Duration::from_secs(30),
+            pause_retry: Duration::from_secs(30),
+            publish_summaries: true,
+            summary_source: "edge-outbox".into(),
+            mode: KafkaMode::Binary,
+        }
+    }
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig {
+            brokers: String::new(),
+            client_id: "edge-outbox".into(),
+            compression: "lz4".into(),
+            // librdkafka's maximum: in effect, retry forever.
+            delivery_timeout: Duration::from_millis(i32::MAX as u64),
+            properties: BTreeMap::new(),
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: "text".into(),
+            level: "info".into(),
+        }
+    }
+}
+
+/// A configuration problem, naming the setting.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration: {setting}: {reason}")]
+pub struct ConfigError {
+    pub setting: String,
+    pub reason: String,
+}
+
+fn bad(setting: &str, reason: impl Into<String>) -> ConfigError {
+    ConfigError {
+        setting: setting.into(),
+        reason: reason.into(),
+    }
+}
+
+impl Config {
+    /// Reads a TOML file over the defaults.
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| bad(&path.display().to_string(), format!("cannot read: {e}")))?;
+        Config::from_toml(&text).map_err(|e| ConfigError {
+            setting: path.display().to_string(),
+            reason: e.reason,
+        })
+    }
+
+    /// Parses TOML over the defaults.
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        toml::from_str(text).map_err(|e| bad("file", e.to_string()))
+    }
+
+    /// Checks the settings that cannot be expressed by types; `need_brokers` for commands
+    /// that talk to Kafka.
+    pub fn validate(&self, need_brokers: bool) -> Result<(), ConfigError> {
+        if need_brokers && self.kafka.brokers.trim().is_empty() {
+            return Err(bad(
+                "kafka.brokers",
+                "no bootstrap servers: set --brokers, EDGE_OUTBOX_BROKERS or kafka.brokers (or use `edge-outbox dev`)",
+            ));
+        }
+        if self.relay.flush_interval.is_zero() {
+            return Err(bad("relay.flush_interval", "must be longer than zero"));
+        }
+        if self.relay.batch_max_events == 0 {
+            return Err(bad("relay.batch_max_events", "must be at least 1"));
+        }
+        if self.relay.batch_max_bytes < self.ingest.max_event_bytes as u64 {
+            return Err(bad(
+                "relay.batch_max_bytes",
+                "must be at least ingest.max_event_bytes, or the largest event never fits a batch",
+            ));
+        }
+        if self.ingest.max_event_bytes == 0 || self.ingest.max_request_bytes == 0 {
+            return Err(bad("ingest", "size limits must be positive"));
+        }
+        if self.ingest.key_order.is_empty() {
+            return Err(bad("ingest.key_order", "name at least one key source"));
+        }
+        if self.relay.retry_backoff_min.is_zero()
+            || self.relay.retry_backoff_max < self.relay.retry_backoff_min
+        {
+            return Err(bad(
+                "relay.retry_backoff_min",
+                "must be positive and not above relay.retry_backoff_max",
+            ));
+        }
+        if !["none", "gzip", "snappy", "lz4", "zstd"].contains(&self.kafka.compression.as_str()) {
+            return Err(bad(
+                "kafka.compression",
+                format!(
+                    "{:?} is not one of none, gzip, snappy, lz4, zstd",
+                    self.kafka.compression
+                ),
+            ));
+        }
+        let timeout = self.kafka.delivery_timeout.as_millis();
+        if timeout == 0 || timeout > i32::MAX as u128 {
+            return Err(bad(
+                "kafka.delivery_timeout",
+                "must be between 1ms and 2147483647ms (about 24 days)",
+            ));
+        }
+        if !["text", "json"].contains(&self.log.format.as_str()) {
+            return Err(bad("log.format", "must be \"text\" or \"json\""));
+        }
+        for entry in &self.ingest.extra_types {
+            if entry.event_type.is_empty() || entry.topic.is_empty() {
+                return Err(bad(
+                    "ingest.extra_types",
+                    "every entry needs a type and a topic",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The store settings in the store's own terms.
+    pub fn store_config(&self) -> crate::store::StoreConfig {
+        crate::store::StoreConfig {
+            dir: self.data_dir.clone(),
+            cache_bytes: self.store.cache_bytes,
+            max_backlog_events: self.store.max_backlog_events,
+            max_backlog_bytes: self.store.max_backlog_bytes,
+            dedup_window: self.store.dedup_window,
+        }
+    }
+
+    /// The effective configuration as TOML, with secret-looking values redacted.
+    pub fn redacted_toml(&self) -> String {
+        let mut copy = self.clone();
+        for (key, value) in copy.kafka.properties.iter_mut() {
+            if is_secret_key(key) {
+                *value = "<redacted>".into();
+            }
+        }
+        toml::to_string_pretty(&copy).unwrap_or_default()
+    }
+}
+
+/// Whether a librdkafka property holds a secret (passwords, keys, tokens).
+pub fn is_secret_key(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    [
+        "password",
+        "secret",
+        "token",
+        "key.pem",
+        "private",
+        "sasl.oauthbearer.config",
+    ]
+    .iter()
+    .any(|s| k.contains(s))
+}
+
+/// Parses durations like `10s`, `250ms`, `1m`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text).map_err(|e| format!("{text:?} is not a duration ({e})"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_loopback() {
+        let config = Config::default();
+        assert!(config.listen.ip().is_loopback());
+        assert_eq!(config.relay.flush_interval, Duration::from_secs(10));
+        config.validate(false).unwrap();
+        let err = config.validate(true).unwrap_err();
+        assert_eq!(err.setting, "kafka.brokers");
+    }
+
+    #[test]
+    fn toml_overrides_defaults() {
+        let config = Config::from_toml(
+            r#"
+            listen = "0.0.0.0:9090"
+            [relay]
+            flush_interval = "250ms"
+            max_events_per_second = 500
+            max_bytes_per_second = "unlimited"
+            [kafka]
+            brokers = "b1:9092,b2:9092"
+            properties = { "sasl.password" = "hunter2", "linger.ms" = "5" }
+            [[ingest.extra_types]]
+            type = "com.example.v1"
+            topic = "example"
+            category = "Custom"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(config.listen.port(), 9090);
+        assert_eq!(config.relay.flush_interval, Duration::from_millis(250));
+        assert_eq!(config.relay.max_events_per_second, Limit::PerSecond(500));
+        assert_eq!(config.relay.max_bytes_per_second, Limit::Unlimited);
+        assert_eq!(config.ingest.extra_types.len(), 1);
+        config.validate(true).unwrap();
+        let shown = config.redacted_toml();
+        assert!(!shown.contains("hunter2"));
+        assert!(shown.contains("<redacted>"));
+        assert!(shown.contains("linger.ms"));
+    }
+
+    #[test]
+    fn errors_name_the_setting() {
+        let err = Config::from_toml("[relay]\nflush_intervl = \"1s\"").unwrap_err();
+        assert!(err.reason.contains("flush_intervl"), "{err}");
+        let err = Config::from_toml("[relay]\nmax_events_per_second = 0").unwrap_err();
+        assert!(err.reason.contains("positive"), "{err}");
+        let mut config = Config::default();
+        config.kafka.compression = "brotli".into();
+        assert_eq!(
+            config.validate(false).unwrap_err().setting,
+            "kafka.compression"
+        );
+        let mut config = Config::default();
+        config.relay.flush_interval = Duration::ZERO;
+        assert_eq!(
+            config.validate(false).unwrap_err().setting,
+            "relay.flush_interval"
+        );
+        let mut config = Config::default();
+        config.relay.batch_max_bytes = 10;
+        assert_eq!(
+            config.validate(false).unwrap_err().setting,
+            "relay.batch_max_bytes"
+        );
+    }
+
+    #[test]
+    fn durations_and_limits_parse() {
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("10s").unwrap(), Duration::from_secs(10));
+        assert!(parse_duration("soon").is_err());
+        assert_eq!("unlimited".parse::<Limit>().unwrap(), Limit::Unlimited);
+        assert!("0".parse::<Limit>().is_err());
+    }
+}

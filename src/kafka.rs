@@ -1,0 +1,216 @@
+//! Everything that knows librdkafka: building the idempotent producer from the configuration,
+//! classifying produce errors for the relay, the embedded development broker (librdkafka's mock
+//! cluster) and the consumer used by `tail`.
+
+use crate::config::{is_secret_key, KafkaConfig};
+use rdkafka::config::ClientConfig;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{DefaultProducerContext, FutureProducer};
+
+/// What the relay does about a failed message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorClass {
+    /// Transient (timeouts, broker down, leader change): keep the event and retry.
+    Retriable,
+    /// The message itself can never be accepted (too large, invalid): dead-letter it.
+    Permanent,
+    /// The cluster is not set up for it (unknown topic, not authorised): pause the topic.
+    Configuration,
+    /// The producer is unusable (fatal idempotence error): recreate it and resend.
+    Fatal,
+}
+
+/// Sorts a produce error into what the relay should do.
+pub fn classify(error: &KafkaError) -> ErrorClass {
+    let code = match error {
+        KafkaError::MessageProduction(code) => *code,
+        KafkaError::ClientCreation(_) => return ErrorClass::Configuration,
+        _ => return ErrorClass::Retriable,
+    };
+    use RDKafkaErrorCode::*;
+    match code {
+        MessageSizeTooLarge
+        | InvalidMessageSize
+        | InvalidMessage
+        | InvalidRecord
+        | InvalidRequiredAcks
+        | InvalidArgument
+        | BadMessage
+        | InvalidTimestamp
+        | UnsupportedForMessageFormat
+        | KeySerialization
+        | ValueSerialization => ErrorClass::Permanent,
+        UnknownTopicOrPartition
+        | UnknownTopic
+        | UnknownPartition
+        | TopicAuthorizationFailed
+        | ClusterAuthorizationFailed
+        | InvalidTopic
+        | SaslAuthenticationFailed
+        | Authentication
+        | PolicyViolation
+        | UnsupportedSASLMechanism
+        | UnsupportedCompressionType => ErrorClass::Configuration,
+        Fatal
+        | ProducerFenced
+        | InvalidProducerEpoch
+        | OutOfOrderSequenceNumber
+        | UnknownProducerId
+        | Fenced => ErrorClass::Fatal,
+        _ => ErrorClass::Retriable,
+    }
+}
+
+/// The librdkafka properties of the producer: idempotent, `acks=all`, the Java client's
+/// partitioner, then the user's own properties (which may override any of these).
+pub fn producer_config(config: &KafkaConfig) -> ClientConfig {
+    let mut client = ClientConfig::new();
+    client
+        .set("bootstrap.servers", &config.brokers)
+        .set("client.id", &config.client_id)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("partitioner", "murmur2_random")
+        .set("compression.type", &config.compression)
+        .set(
+            "delivery.timeout.ms",
+            config.delivery_timeout.as_millis().to_string(),
+        )
+        .set("linger.ms", "5")
+        .set("queue.buffering.max.messages", "200000")
+        .set("queue.buffering.max.kbytes", "262144");
+    for (key, value) in &config.properties {
+        client.set(key, value);
+    }
+    client
+}
+
+/// Creates the producer.
+pub fn create_producer(config: &KafkaConfig) -> Result<FutureProducer, KafkaError> {
+    let properties: Vec<String> = config
+        .properties
+        .iter()
+        .map(|(k, v)| {
+            if is_secret_key(k) {
+                format!("{k}=<redacted>")
+            } else {
+                format!("{k}={v}")
+            }
+        })
+        .collect();
+    tracing::info!(brokers = %config.brokers, extra = ?properties, "creating the Kafka producer");
+    producer_config(config).create()
+}
+
+/// The embedded development broker: librdkafka's in-process mock cluster with the given topics
+/// created. It speaks the Kafka protocol on loopback, so any Kafka client can consume from it.
+/// It lives as long as this value.
+pub struct DevBroker {
+    cluster: MockCluster<'static, DefaultProducerContext>,
+}
+
+impl DevBroker {
+    /// Starts a mock cluster of `brokers` brokers with `topics`, each with `partitions`.
+    pub fn start(
+        brokers: i32,
+        topics: &[String],
+        partitions: i32,
+    ) -> Result<DevBroker, KafkaError> {
+        let cluster = MockCluster::new(brokers)?;
+        for topic in topics {
+            cluster.create_topic(topic, partitions, brokers.min(3))?;
+        }
+        Ok(DevBroker { cluster })
+    }
+
+    /// The bootstrap address, for example `127.0.0.1:41234`.
+    pub fn bootstrap_servers(&self) -> String {
+        self.cluster.bootstrap_servers()
+    }
+
+    /// The mock cluster itself, for fault injection in tests.
+    pub fn cluster(&self) -> &MockCluster<'static, DefaultProducerContext> {
+        &self.cluster
+    }
+}
+
+/// The Java client's murmur2 partitioner (`Utils.toPositive(Utils.murmur2(key)) % n`), which
+/// librdkafka's `murmur2_random` matches for non-empty keys.
+pub fn murmur2_partition(key: &[u8], partitions: u32) -> u32 {
+    (murmur2(key) & 0x7fff_ffff) % partitions
+}
+
+fn murmur2(data: &[u8]) -> u32 {
+    const SEED: u32 = 0x9747_b28c;
+    const M: u32 = 0x5bd1_e995;
+    const R: u32 = 24;
+    let length = data.len();
+    let mut h: u32 = SEED ^ length as u32;
+    let chunks = data.chunks_exact(4);
+    let tail = chunks.remainder();
+    for chunk in chunks {
+        let mut k = u32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
+        k = k.wrapping_mul(M);
+        k ^= k >> R;
+        k = k.wrapping_mul(M);
+        h = h.wrapping_mul(M);
+        h ^= k;
+    }
+    match tail.len() {
+        3 => {
+            h ^= (tail[2] as u32) << 16;
+            h ^= (tail[1] as u32) << 8;
+            h ^= tail[0] as u32;
+            h = h.wrapping_mul(M);
+        }
+        2 => {
+            h ^= (tail[1] as u32) << 8;
+            h ^= tail[0] as u32;
+            h = h.wrapping_mul(M);
+        }
+        1 => {
+            h ^= tail[0] as u32;
+            h = h.wrapping_mul(M);
+        }
+        _ => {}
+    }
+    h ^= h >> 13;
+    h = h.wrapping_mul(M);
+    h ^= h >> 15;
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classification() {
+        use RDKafkaErrorCode::*;
+        let c = |code| classify(&KafkaError::MessageProduction(code));
+        assert_eq!(c(MessageSizeTooLarge), ErrorClass::Permanent);
+        assert_eq!(c(InvalidRecord), ErrorClass::Permanent);
+        assert_eq!(c(UnknownTopicOrPartition), ErrorClass::Configuration);
+        assert_eq!(c(TopicAuthorizationFailed), ErrorClass::Configuration);
+        assert_eq!(c(MessageTimedOut), ErrorClass::Retriable);
+        assert_eq!(c(NotLeaderForPartition), ErrorClass::Retriable);
+        assert_eq!(c(AllBrokersDown), ErrorClass::Retriable);
+        assert_eq!(c(Fatal), ErrorClass::Fatal);
+    }
+
+    #[test]
+    fn murmur2_matches_the_java_client() {
+        // Vectors from Kafka's own partitioner tests (org.apache.kafka.common.utils.UtilsTest).
+        assert_eq!(murmur2(b"21") as i32, -973932308);
+        assert_eq!(murmur2(b"foobar") as i32, -790332482);
+        assert_eq!(murmur2(b"a-little-bit-long-string") as i32, -985981536);
+        assert_eq!(murmur2(b"a-little-bit-longer-string") as i32, -1486304829);
+        assert_eq!(
+            murmur2(b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8") as i32,
+            -58897971
+        );
+        assert_eq!(murmur2(b"abc") as i32, 479470107);
+    }
+}

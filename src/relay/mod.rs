@@ -1,0 +1,418 @@
+//! The relay: the background loop that moves the backlog from the store to Kafka. It decides
+//! when to send (every `flush_interval`, or as soon as a full batch waits), reads batches in
+//! sequence order, passes every message through the rate limiter, produces them, waits for
+//! every delivery report and only then removes the delivered records (one durable step).
+//! Failures are classified: retriable ones keep the event and back off, permanent ones go to
+//! the dead-letter table, configuration errors pause the topic, fatal ones recreate the
+//! producer. A (topic, key) pair with a failed message sends nothing newer until the failed
+//! ones are delivered, so a tenant's order holds.
+
+mod limiter;
+pub mod summary;
+
+pub use limiter::Limiter;
+
+use crate::catalog::OUTBOX_PUBLISHED_TYPE;
+use crate::config::{KafkaConfig, RelayConfig};
+use crate::kafka::{classify, create_producer, ErrorClass};
+use crate::store::{now_ms, Record, Store};
+use futures::future::{self, Either};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+/// What the relay reports about itself (for `/v1/status` and logs).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RelayStatus {
+    /// When the last batch was confirmed by the broker (ms since the epoch).
+    pub last_delivery_ms: Option<u64>,
+    pub delivered_events: u64,
+    pub delivered_bytes: u64,
+    pub dead_lettered: u64,
+    pub batches: u64,
+    /// The last error of each class, with when it happened.
+    pub last_errors: BTreeMap<String, LastError>,
+    /// Topics paused by a configuration error, with that error.
+    pub paused_topics: BTreeMap<String, String>,
+    /// (topic, key) pairs holding back newer events until a failed one is delivered.
+    pub held_keys: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LastError {
+    pub message: String,
+    pub at_ms: u64,
+}
+
+/// Shared, readable view of the relay.
+pub type StatusHandle = Arc<Mutex<RelayStatus>>;
+
+/// The outcome of producing one message.
+enum Outcome {
+    Delivered,
+    Failed(KafkaError),
+}
+
+/// Whether the relay should go on.
+#[derive(Debug, PartialEq, Eq)]
+enum Flow {
+    Continue,
+    Stop,
+}
+
+pub struct Relay {
+    store: Store,
+    producer: FutureProducer,
+    kafka: KafkaConfig,
+    config: RelayConfig,
+    limiter: Limiter,
+    status: StatusHandle,
+    /// Paused topics and when to try them again.
+    paused: HashMap<String, Instant>,
+    /// (topic, key) → sequence numbers that failed retriably and must go first.
+    held: HashMap<(String, String), BTreeSet<u64>>,
+    backoff: Duration,
+    /// Backlog left after the last drain (paused or held): not a reason to send early.
+    stuck_events: u64,
+}
+
+impl Relay {
+    pub fn new(
+        store: Store,
+        kafka: KafkaConfig,
+        config: RelayConfig,
+        largest_message: u64,
+    ) -> Result<Relay, KafkaError> {
+        let producer = create_producer(&kafka)?;
+        let limiter = Limiter::new(
+            config.max_events_per_second,
+            config.max_bytes_per_second,
+            largest_message,
+        );
+        Ok(Relay {
+            store,
+            producer,
+            kafka,
+            backoff: config.retry_backoff_min,
+            config,
+            limiter,
+            status: StatusHandle::default(),
+            paused: HashMap::new(),
+            held: HashMap::new(),
+            stuck_events: 0,
+        })
+    }
+
+    pub fn status(&self) -> StatusHandle {
+        self.status.clone()
+    }
+
+    /// Runs until `shutdown` turns true. In-flight deliveries are abandoned at shutdown; their
+    /// records stay in the store and are sent again after the restart.
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+        let mut next_flush = Instant::now() + self.config.flush_interval;
+        loop {
+            loop {
+                if *shutdown.borrow() {
+                    return self.finish().await;
+                }
+                if self.full_batch_waiting() {
+                    break;
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep_until(next_flush) => break,
+                    _ = self.store.appended() => continue,
+                    _ = shutdown.changed() => continue,
+                }
+            }
+            next_flush = Instant::now() + self.config.flush_interval;
+            if self.drain(&mut shutdown).await == Flow::Stop {
+                return self.finish().await;
+            }
+        }
+    }
+
+    async fn finish(self) {
+        // Give librdkafka a moment to hand over what is already acknowledged; nothing is
+        // confirmed here, so anything unconfirmed is simply sent again after the restart.
+        let producer = self.producer.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            use rdkafka::producer::Producer;
+            producer.flush(Duration::from_secs(2))
+        })
+        .await;
+    }
+
+    fn full_batch_waiting(&self) -> bool {
+        let stats = self.store.stats();
+        stats.backlog_events.saturating_sub(self.stuck_events)
+            >= self.config.batch_max_events as u64
+            || (self.stuck_events == 0 && stats.backlog_bytes >= self.config.batch_max_bytes)
+    }
+
+    /// Sends batches until nothing sendable is left.
+    async fn drain(&mut self, shutdown: &mut watch::Receiver<bool>) -> Flow {
+        loop {
+            let now = Instant::now();
+            self.paused.retain(|_, until| *until > now);
+            let skip_paused: BTreeSet<String> = self.paused.keys().cloned().collect();
+            let held = self.held.clone();
+            let store = self.store.clone();
+            let (max_events, max_bytes) =
+                (self.config.batch_max_events, self.config.batch_max_bytes);
+            let read = tokio::task::spawn_blocking(move || {
+                store.read_batch(0, max_events, max_bytes, |seq, record| {
+                    skip_paused.contains(&record.message.topic)
+                        || held
+                            .get(&(record.message.topic.clone(), record.message.key.clone()))
+                            .is_some_and(|failed| !failed.contains(&seq))
+                })
+            })
+            .await
+            .expect("the read task does not panic");
+            let batch = match read {
+                Ok(batch) => batch,
+                Err(e) => {
+                    self.note_error("store", e.to_string());
+                    return self
+                        .pause_for(self.config.retry_backoff_max, shutdown)
+                        .await;
+                }
+            };
+            for (seq, error) in batch.corrupt {
+                tracing::error!(seq, %error, "quarantining a corrupt record to the dead-letter table");
+                if let Err(e) = self
+                    .store
+                    .park(seq, format!("corrupt record: {error}"))
+                    .await
+                {
+                    self.note_error("store", e.to_string());
+                }
+            }
+            if batch.records.is_empty() {
+                self.stuck_events = self.store.stats().backlog_events;
+                self.publish_status();
+                return Flow::Continue;
+            }
+            match self.send_batch(batch.records, shutdown).await {
+                Flow::Stop => return Flow::Stop,
+                Flow::Continue => {}
+            }
+        }
+    }
+
+    /// Produces one batch, waits for every report, then settles each record.
+    async fn send_batch(
+        &mut self,
+        records: Vec<(u64, Record)>,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Flow {
+        let started = std::time::Instant::now();
+        let mut pending = Vec::with_capacity(records.len());
+        for (_, record) in &records {
+            self.limiter.wait(record.message.size()).await;
+            let future = loop {
+                let message = &record.message;
+                let mut headers = OwnedHeaders::new_with_capacity(message.headers.len());
+                for (name, value) in &message.headers {
+                    headers = headers.insert(Header {
+                        key: name,
+                        value: Some(value),
+                    });
+                }
+                let produce = FutureRecord::to(&message.topic)
+                    .key(&message.key)
+                    .payload(&message.payload)
+                    .headers(headers);
+                match self.producer.send_result(produce) {
+                    Ok(delivery) => break Either::Left(delivery),
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                        tokio::select! {
+                            _ = tokio::time::sleep(Duration::from_millis(5)) => continue,
+                            _ = shutdown.changed() => return Flow::Stop,
+                        }
+                    }
+                    Err((error, _)) => break Either::Right(future::ready(error)),
+                }
+            };
+            pending.push(future);
+        }
+        let reports = pending.into_iter().map(|f| async move {
+            match f {
+                Either::Left(delivery) => match delivery.await {
+                    Ok(Ok(_)) => Outcome::Delivered,
+                    Ok(Err((error, _))) => Outcome::Failed(error),
+                    Err(_) => Outcome::Failed(KafkaError::Canceled),
+                },
+                Either::Right(ready) => Outcome::Failed(ready.await),
+            }
+        });
+        let outcomes = tokio::select! {
+            outcomes = future::join_all(reports) => outcomes,
+            _ = shutdown.changed() => return Flow::Stop,
+        };
+        self.settle(records, outcomes, started.elapsed(), shutdown)
+            .await
+    }
+
+    /// Confirms, parks, pauses or holds each record according to its outcome.
+    async fn settle(
+        &mut self,
+        records: Vec<(u64, Record)>,
+        outcomes: Vec<Outcome>,
+        took: Duration,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Flow {
+        let mut delivered: Vec<(u64, &Record)> = Vec::new();
+        let mut retriable = 0usize;
+        let mut fatal = false;
+        for ((seq, record), outcome) in records.iter().zip(outcomes) {
+            let pair = (record.message.topic.clone(), record.message.key.clone());
+            match outcome {
+                Outcome::Delivered => {
+                    delivered.push((*seq, record));
+                    self.release(&pair, *seq);
+                }
+                Outcome::Failed(error) => match classify(&error) {
+                    ErrorClass::Permanent => {
+                        tracing::warn!(seq, topic = %pair.0, %error, "parking a message the broker refuses");
+                        self.note_error("permanent", format!("seq {seq}: {error}"));
+                        match self.store.park(*seq, error.to_string()).await {
+                            Ok(()) => self.status.lock().expect("lock").dead_lettered += 1,
+                            Err(e) => self.note_error("store", e.to_string()),
+                        }
+                        self.release(&pair, *seq);
+                    }
+                    ErrorClass::Configuration => {
+                        if !self.paused.contains_key(&pair.0) {
+                            tracing::error!(topic = %pair.0, %error, "pausing topic");
+                        }
+                        self.note_error("configuration", format!("{}: {error}", pair.0));
+                        self.paused
+                            .insert(pair.0.clone(), Instant::now() + self.config.pause_retry);
+                        self.status
+                            .lock()
+                            .expect("lock")
+                            .paused_topics
+                            .insert(pair.0.clone(), error.to_string());
+                    }
+                    class => {
+                        fatal |= class == ErrorClass::Fatal;
+                        retriable += 1;
+                        self.note_error(
+                            if class == ErrorClass::Fatal {
+                                "fatal"
+                            } else {
+                                "retriable"
+                            },
+                            format!("seq {seq}: {error}"),
+                        );
+                        self.held.entry(pair).or_default().insert(*seq);
+                    }
+                },
+            }
+        }
+        if !delivered.is_empty() {
+            let seqs: Vec<u64> = delivered.iter().map(|(s, _)| *s).collect();
+            if let Err(e) = self.store.confirm(seqs).await {
+                // Not confirmed: the records stay and are sent again (at-least-once).
+                self.note_error("store", e.to_string());
+                return self
+                    .pause_for(self.config.retry_backoff_max, shutdown)
+                    .await;
+            }
+            let bytes: u64 = delivered.iter().map(|(_, r)| r.message.size() as u64).sum();
+            let lag_ms = delivered
+                .iter()
+                .map(|(_, r)| now_ms().saturating_sub(r.appended_ms))
+                .max()
+                .unwrap_or(0);
+            tracing::info!(
+                count = delivered.len(),
+                bytes,
+                duration_ms = took.as_millis() as u64,
+                lag_ms,
+                "delivered batch"
+            );
+            {
+                let mut status = self.status.lock().expect("lock");
+                status.last_delivery_ms = Some(now_ms());
+                status.delivered_events += delivered.len() as u64;
+                status.delivered_bytes += bytes;
+                status.batches += 1;
+                let paused = &self.paused;
+                status.paused_topics.retain(|t, _| paused.contains_key(t));
+            }
+            if self.config.publish_summaries {
+                let summaries = summary::summaries(
+                    &delivered,
+                    OUTBOX_PUBLISHED_TYPE,
+                    &self.config.summary_source,
+                    self.config.mode,
+                );
+                if !summaries.is_empty() {
+                    if let Err(e) = self.store.append(summaries).await {
+                        tracing::warn!(error = %e, "could not store the outbox.published summaries");
+                    }
+                }
+            }
+        }
+        self.publish_status();
+        if fatal {
+            tracing::warn!("recreating the Kafka producer after a fatal error");
+            match create_producer(&self.kafka) {
+                Ok(producer) => self.producer = producer,
+                Err(e) => self.note_error("fatal", format!("recreating the producer: {e}")),
+            }
+        }
+        if retriable > 0 {
+            tracing::warn!(
+                retriable,
+                backoff_ms = self.backoff.as_millis() as u64,
+                "retrying failed messages after a pause"
+            );
+            let wait = self.backoff;
+            self.backoff = (self.backoff * 2).min(self.config.retry_backoff_max);
+            return self.pause_for(wait, shutdown).await;
+        }
+        self.backoff = self.config.retry_backoff_min;
+        Flow::Continue
+    }
+
+    /// Lets newer messages of `pair` flow again once `seq` is settled.
+    fn release(&mut self, pair: &(String, String), seq: u64) {
+        if let Some(failed) = self.held.get_mut(pair) {
+            failed.remove(&seq);
+            if failed.is_empty() {
+                self.held.remove(pair);
+            }
+        }
+    }
+
+    async fn pause_for(&self, wait: Duration, shutdown: &mut watch::Receiver<bool>) -> Flow {
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => Flow::Continue,
+            _ = shutdown.changed() => Flow::Stop,
+        }
+    }
+
+    fn note_error(&self, class: &str, message: String) {
+        self.status.lock().expect("lock").last_errors.insert(
+            class.to_string(),
+            LastError {
+                message,
+                at_ms: now_ms(),
+            },
+        );
+    }
+
+    fn publish_status(&self) {
+        self.status.lock().expect("lock").held_keys = self.held.len();
+    }
+}
