@@ -1,0 +1,209 @@
+//! Helpers shared by the integration tests: a sidecar on a free loopback port, a mock Kafka
+//! cluster, HTTP posting, consuming topics back, and awaiting conditions (never fixed sleeps).
+#![allow(dead_code)]
+
+use edge_outbox::config::Config;
+use edge_outbox::Sidecar;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+pub const STRUCTURED: &str = "application/cloudevents+json";
+pub const BATCH: &str = "application/cloudevents-batch+json";
+
+/// A configuration for tests: loopback on a free port, fast relay.
+pub fn test_config(brokers: &str, dir: &Path) -> Config {
+    let mut config = Config::default();
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.data_dir = dir.to_path_buf();
+    config.kafka.brokers = brokers.to_string();
+    config.relay.flush_interval = Duration::from_millis(100);
+    config.relay.retry_backoff_min = Duration::from_millis(50);
+    config.relay.retry_backoff_max = Duration::from_millis(500);
+    config.relay.pause_retry = Duration::from_millis(500);
+    config.relay.publish_summaries = false;
+    config.log.level = "warn".into();
+    config
+}
+
+pub async fn start(config: Config) -> Sidecar {
+    Sidecar::start(config).await.expect("the sidecar starts")
+}
+
+/// An integration-hub event of `event_type` for `tenant`.
+pub fn event(event_type: &str, id: &str, tenant: &str, n: u64) -> Value {
+    json!({
+        "specversion": "1.0",
+        "type": event_type,
+        "source": "integration-hub-svc",
+        "id": id,
+        "time": "2026-02-24T12:00:00.000Z",
+        "datacontenttype": "application/json",
+        "subject": "tenant-uuid",
+        "data": {"tenantId": tenant, "n": n, "status": "SUCCESS"}
+    })
+}
+
+pub struct Answer {
+    pub status: u16,
+    pub content_type: String,
+    pub retry_after: Option<String>,
+    pub body: Value,
+}
+
+pub async fn post(addr: SocketAddr, content_type: &str, body: Vec<u8>) -> Answer {
+    post_with(addr, &[("content-type", content_type)], body).await
+}
+
+pub async fn post_with(addr: SocketAddr, headers: &[(&str, &str)], body: Vec<u8>) -> Answer {
+    let client = reqwest::Client::new();
+    let mut request = client.post(format!("http://{addr}/v1/events")).body(body);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = request.send().await.expect("the request is answered");
+    let status = response.status().as_u16();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_string());
+    let text = response.text().await.unwrap();
+    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    Answer {
+        status,
+        content_type,
+        retry_after,
+        body,
+    }
+}
+
+pub async fn post_event(addr: SocketAddr, event: &Value) -> Answer {
+    post(addr, STRUCTURED, serde_json::to_vec(event).unwrap()).await
+}
+
+/// Polls `condition` every 20 ms until it holds; panics with `what` after `timeout`.
+pub async fn wait_for<F, Fut>(what: &str, timeout: Duration, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if condition().await {
+            return;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A message read back from Kafka.
+#[derive(Debug, Clone)]
+pub struct Consumed {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: String,
+    pub headers: HashMap<String, String>,
+    pub payload: Vec<u8>,
+}
+
+impl Consumed {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.payload).unwrap()
+    }
+}
+
+/// Reads every partition of `topics` from the beginning until `expected` messages are read
+/// (or `timeout` passes), with an independent consumer.
+pub fn consume(
+    brokers: &str,
+    topics: &[String],
+    expected: usize,
+    timeout: Duration,
+) -> Vec<Consumed> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", format!("test-{}", uuid::Uuid::new_v4()))
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    let mut assignment = TopicPartitionList::new();
+    for topic in topics {
+        let metadata = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .unwrap();
+        for t in metadata.topics() {
+            for p in t.partitions() {
+                assignment
+                    .add_partition_offset(t.name(), p.id(), Offset::Beginning)
+                    .unwrap();
+            }
+        }
+    }
+    consumer.assign(&assignment).unwrap();
+    let mut out = Vec::new();
+    let deadline = Instant::now() + timeout;
+    while out.len() < expected && Instant::now() < deadline {
+        if let Some(result) = consumer.poll(Duration::from_millis(100)) {
+            let m = result.unwrap();
+            let headers = m
+                .headers()
+                .map(|h| {
+                    h.iter()
+                        .map(|h| {
+                            (
+                                h.key.to_string(),
+                                String::from_utf8_lossy(h.value.unwrap_or_default()).to_string(),
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            out.push(Consumed {
+                topic: m.topic().to_string(),
+                partition: m.partition(),
+                offset: m.offset(),
+                key: String::from_utf8_lossy(m.key().unwrap_or_default()).to_string(),
+                headers,
+                payload: m.payload().unwrap_or_default().to_vec(),
+            });
+        }
+    }
+    out
+}
+
+/// `consume` on a blocking thread.
+pub async fn consume_async(
+    brokers: &str,
+    topics: &[String],
+    expected: usize,
+    timeout: Duration,
+) -> Vec<Consumed> {
+    let brokers = brokers.to_string();
+    let topics = topics.to_vec();
+    tokio::task::spawn_blocking(move || consume(&brokers, &topics, expected, timeout))
+        .await
+        .unwrap()
+}
+
+/// A free loopback port (bound, read, released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}

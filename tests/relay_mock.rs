@@ -1,0 +1,435 @@
+//! The sidecar end to end against librdkafka's mock cluster, through the real HTTP API:
+//! delivery of every catalogue type, order per tenant, broker outages, dead letters, the
+//! backlog limit and restarts.
+
+mod common;
+
+use common::*;
+use edge_outbox::catalog::Catalog;
+use edge_outbox::kafka::{murmur2_partition, DevBroker};
+use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::time::Duration;
+
+const PARTITIONS: i32 = 6;
+
+fn broker() -> DevBroker {
+    DevBroker::start(1, &Catalog::builtin().topics(), PARTITIONS).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn all_36_types_arrive_on_their_topics_with_key_headers_and_payload() {
+    let kafka = broker();
+    let dir = tempfile::tempdir().unwrap();
+    let sidecar = start(test_config(&kafka.bootstrap_servers(), dir.path())).await;
+    let addr = sidecar.addr();
+    let catalog = Catalog::builtin();
+    let types: Vec<String> = catalog.entries().map(|e| e.event_type.clone()).collect();
+    assert_eq!(types.len(), 36);
+    let mut expected: HashMap<String, (String, String, Value)> = HashMap::new();
+    let mut batch = Vec::new();
+    for (i, event_type) in types.iter().enumerate() {
+        let tenant = format!("tenant-{}", i % 5);
+        let id = format!("evt-{i}");
+        let body = event(event_type, &id, &tenant, i as u64);
+        expected.insert(
+            id.clone(),
+            (event_type.clone(), tenant.clone(), body["data"].clone()),
+        );
+        match i % 3 {
+            // Structured mode.
+            0 => assert_eq!(post_event(addr, &body).await.status, 202),
+            // Binary mode, as the SDKs send it.
+            1 => {
+                let data = serde_json::to_vec(&body["data"]).unwrap();
+                let answer = post_with(
+                    addr,
+                    &[
+                        ("content-type", "application/json"),
+                        ("ce-specversion", "1.0"),
+                        ("ce-id", &id),
+                        ("ce-source", "integration-hub-svc"),
+                        ("ce-type", event_type),
+                        ("ce-time", "2026-02-24T12:00:00.000Z"),
+                        ("ce-subject", "tenant-uuid"),
+                    ],
+                    data,
+                )
+                .await;
+                assert_eq!(answer.status, 202, "{:?}", answer.body);
+            }
+            // Batched mode, sent below.
+            _ => batch.push(body),
+        }
+    }
+    let answer = post(addr, BATCH, serde_json::to_vec(&batch).unwrap()).await;
+    assert_eq!(answer.status, 202, "{:?}", answer.body);
+    assert_eq!(answer.body["sequences"].as_array().unwrap().len(), 12);
+
+    let consumed = consume_async(
+        &kafka.bootstrap_servers(),
+        &catalog.topics(),
+        36,
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(consumed.len(), 36, "every type arrives once");
+    for message in &consumed {
+        let id = &message.headers["ce_id"];
+        let (event_type, tenant, data) = &expected[id];
+        assert_eq!(&message.topic, event_type, "topic of {id}");
+        assert_eq!(&message.key, tenant, "key of {id}");
+        assert_eq!(&message.headers["ce_type"], event_type);
+        assert_eq!(message.headers["ce_source"], "integration-hub-svc");
+        assert_eq!(message.headers["ce_specversion"], "1.0");
+        assert_eq!(message.headers["ce_time"], "2026-02-24T12:00:00.000Z");
+        assert_eq!(message.headers["ce_subject"], "tenant-uuid");
+        assert_eq!(message.headers["content-type"], "application/json");
+        assert_eq!(&message.json(), data, "payload of {id}");
+        assert_eq!(
+            message.partition as u32,
+            murmur2_partition(tenant.as_bytes(), PARTITIONS as u32),
+            "partition of {id} matches the Java client's murmur2"
+        );
+    }
+    sidecar.shutdown().await.unwrap();
+}
+
+/// Posts `per_tenant` events for each tenant, each tenant from its own client in order.
+async fn post_tenants(addr: std::net::SocketAddr, tenants: usize, per_tenant: u64, prefix: &str) {
+    let mut clients = Vec::new();
+    for t in 0..tenants {
+        let prefix = prefix.to_string();
+        clients.push(tokio::spawn(async move {
+            for n in 0..per_tenant {
+                let e = event(
+                    "eventzr.integration-hub.whatsapp.message.sent.v1",
+                    &format!("{prefix}-{t}-{n}"),
+                    &format!("tenant-{t}"),
+                    n,
+                );
+                let answer = post_event(addr, &e).await;
+                assert_eq!(answer.status, 202, "{:?}", answer.body);
+            }
+        }));
+    }
+    for c in clients {
+        c.await.unwrap();
+    }
+}
+
+/// Checks that each tenant's `n` values arrive strictly in order, with none missing.
+fn assert_in_order(consumed: &[Consumed], tenants: usize, per_tenant: u64) {
+    let mut seen: HashMap<String, Vec<u64>> = HashMap::new();
+    for m in consumed {
+        seen.entry(m.key.clone())
+            .or_default()
+            .push(m.json()["n"].as_u64().unwrap());
+    }
+    assert_eq!(seen.len(), tenants);
+    for (tenant, ns) in seen {
+        let mut dedup = ns.clone();
+        dedup.dedup();
+        assert_eq!(
+            dedup,
+            (0..per_tenant).collect::<Vec<_>>(),
+            "order of {tenant} (duplicates removed): {ns:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn order_per_tenant_holds_across_many_batches() {
+    let kafka = broker();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(&kafka.bootstrap_servers(), dir.path());
+    config.relay.batch_max_events = 7;
+    let sidecar = start(config).await;
+    post_tenants(sidecar.addr(), 5, 40, "order").await;
+    let topic = vec!["eventzr.integration-hub.whatsapp.message.sent.v1".to_string()];
+    let consumed = consume_async(
+        &kafka.bootstrap_servers(),
+        &topic,
+        200,
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(consumed.len(), 200);
+    assert_in_order(&consumed, 5, 40);
+    assert!(sidecar.relay_status().lock().unwrap().batches >= 200 / 7);
+    sidecar.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_down_longer_than_the_delivery_timeout_loses_nothing() {
+    let kafka = broker();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(&kafka.bootstrap_servers(), dir.path());
+    config.kafka.delivery_timeout = Duration::from_millis(500);
+    let sidecar = start(config).await;
+    let addr = sidecar.addr();
+    post_tenants(addr, 3, 10, "before").await;
+    let topic = vec!["eventzr.integration-hub.whatsapp.message.sent.v1".to_string()];
+    let first = consume_async(
+        &kafka.bootstrap_servers(),
+        &topic,
+        30,
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(first.len(), 30);
+
+    kafka.cluster().broker_down(1).unwrap();
+    // Appends keep being accepted while the broker is away.
+    post_tenants(addr, 3, 10, "during").await;
+    let status = sidecar.relay_status();
+    wait_for(
+        "a delivery timeout to be reported",
+        Duration::from_secs(30),
+        || {
+            let status = status.clone();
+            async move { status.lock().unwrap().last_errors.contains_key("retriable") }
+        },
+    )
+    .await;
+    assert!(sidecar.store().stats().backlog_events > 0);
+    kafka.cluster().broker_up(1).unwrap();
+
+    let store = sidecar.store().clone();
+    wait_for("the backlog to drain", Duration::from_secs(60), || {
+        let store = store.clone();
+        async move { store.stats().backlog_events == 0 }
+    })
+    .await;
+    let all = consume_async(
+        &kafka.bootstrap_servers(),
+        &topic,
+        60,
+        Duration::from_secs(30),
+    )
+    .await;
+    let ids: std::collections::HashSet<String> =
+        all.iter().map(|m| m.headers["ce_id"].clone()).collect();
+    for t in 0..3 {
+        for n in 0..10 {
+            assert!(
+                ids.contains(&format!("during-{t}-{n}")),
+                "during-{t}-{n} arrived"
+            );
+        }
+    }
+    sidecar.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_permanent_produce_error_parks_the_event_and_later_events_flow() {
+    let kafka = broker();
+    let dir = tempfile::tempdir().unwrap();
+    let sidecar = start(test_config(&kafka.bootstrap_servers(), dir.path())).await;
+    let addr = sidecar.addr();
+    let poison_type = "eventzr.integration-hub.sync.failed.v1";
+    // The broker refuses the next produce request as too large, whatever it holds.
+    kafka.cluster().request_errors(
+        RDKafkaApiKey::Produce,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE],
+    );
+    assert_eq!(
+        post_event(addr, &event(poison_type, "poison", "tenant-p", 0))
+            .await
+            .status,
+        202
+    );
+    let store = sidecar.store().clone();
+    wait_for(
+        "the poison event to be parked",
+        Duration::from_secs(30),
+        || {
+            let store = store.clone();
+            async move { store.stats().dead_letters == 1 }
+        },
+    )
+    .await;
+    let dead = store.dead_letters(0, 10).unwrap();
+    assert_eq!(dead.len(), 1);
+    assert!(
+        dead[0].error.contains("too large") || dead[0].error.contains("MessageSizeTooLarge"),
+        "{}",
+        dead[0].error
+    );
+    assert_eq!(
+        post_event(addr, &event(poison_type, "healthy", "tenant-p", 1))
+            .await
+            .status,
+        202
+    );
+    let consumed = consume_async(
+        &kafka.bootstrap_servers(),
+        &[poison_type.to_string()],
+        1,
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(consumed.len(), 1);
+    assert_eq!(consumed[0].headers["ce_id"], "healthy");
+    // The dead letter can be seen, replayed and is then delivered.
+    let client = reqwest::Client::new();
+    let list: Value = client
+        .get(format!("http://{addr}/v1/dlq"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list[0]["event_id"], "poison");
+    let seq = list[0]["seq"].as_u64().unwrap();
+    let replay = client
+        .post(format!("http://{addr}/v1/dlq/{seq}/replay"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(replay.status(), 202);
+    let consumed = consume_async(
+        &kafka.bootstrap_servers(),
+        &[poison_type.to_string()],
+        2,
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(consumed.len(), 2);
+    assert_eq!(consumed[1].headers["ce_id"], "poison");
+    assert_eq!(store.stats().dead_letters, 0);
+    let missing = client
+        .post(format!("http://{addr}/v1/dlq/999/replay"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+    sidecar.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backlog_limit_answers_503_while_stored_events_drain() {
+    let kafka = broker();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(&kafka.bootstrap_servers(), dir.path());
+    config.store.max_backlog_events = 5;
+    let sidecar = start(config).await;
+    let addr = sidecar.addr();
+    let t = "eventzr.integration-hub.oauth.refreshed.v1";
+    kafka.cluster().broker_down(1).unwrap();
+    for n in 0..5 {
+        assert_eq!(
+            post_event(addr, &event(t, &format!("e{n}"), "tenant-b", n))
+                .await
+                .status,
+            202
+        );
+    }
+    let refused = post_event(addr, &event(t, "e5", "tenant-b", 5)).await;
+    assert_eq!(refused.status, 503);
+    assert_eq!(refused.content_type, "application/problem+json");
+    assert!(refused.retry_after.is_some(), "Retry-After is set");
+    assert_eq!(refused.body["type"], "urn:edge-outbox:problem:backlog-full");
+    assert_eq!(sidecar.store().stats().backlog_events, 5);
+    kafka.cluster().broker_up(1).unwrap();
+    let store = sidecar.store().clone();
+    wait_for("the backlog to drain", Duration::from_secs(60), || {
+        let store = store.clone();
+        async move { store.stats().backlog_events == 0 }
+    })
+    .await;
+    assert_eq!(
+        post_event(addr, &event(t, "e5", "tenant-b", 5))
+            .await
+            .status,
+        202
+    );
+    let consumed = consume_async(
+        &kafka.bootstrap_servers(),
+        &[t.to_string()],
+        6,
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(consumed.len(), 6);
+    assert_in_order(&consumed, 1, 6);
+    sidecar.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_between_append_and_relay_delivers_everything() {
+    let kafka = broker();
+    let dir = tempfile::tempdir().unwrap();
+    let t = "eventzr.integration-hub.credential.rotated.v1";
+    let mut config = test_config(&kafka.bootstrap_servers(), dir.path());
+    config.relay.flush_interval = Duration::from_secs(3600);
+    let sidecar = start(config).await;
+    for n in 0..10 {
+        assert_eq!(
+            post_event(sidecar.addr(), &event(t, &format!("r{n}"), "tenant-r", n))
+                .await
+                .status,
+            202
+        );
+    }
+    assert_eq!(sidecar.relay_status().lock().unwrap().delivered_events, 0);
+    sidecar.shutdown().await.unwrap();
+
+    let sidecar = start(test_config(&kafka.bootstrap_servers(), dir.path())).await;
+    assert_eq!(sidecar.store().stats().backlog_events, 10);
+    let consumed = consume_async(
+        &kafka.bootstrap_servers(),
+        &[t.to_string()],
+        10,
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(consumed.len(), 10);
+    assert_in_order(&consumed, 1, 10);
+    sidecar.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn summaries_are_published_per_tenant() {
+    let kafka = broker();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(&kafka.bootstrap_servers(), dir.path());
+    config.relay.publish_summaries = true;
+    let sidecar = start(config).await;
+    let t = "eventzr.integration-hub.integration.installed.v1";
+    let batch: Vec<Value> = (0..4)
+        .map(|n| {
+            event(
+                t,
+                &format!("s{n}"),
+                if n % 2 == 0 { "tenant-a" } else { "tenant-b" },
+                n,
+            )
+        })
+        .collect();
+    assert_eq!(
+        post(sidecar.addr(), BATCH, serde_json::to_vec(&batch).unwrap())
+            .await
+            .status,
+        202
+    );
+    let topic = edge_outbox::catalog::OUTBOX_PUBLISHED_TYPE.to_string();
+    let consumed = consume_async(
+        &kafka.bootstrap_servers(),
+        &[topic],
+        2,
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(consumed.len(), 2);
+    let mut counts: Vec<(String, u64)> = consumed
+        .iter()
+        .map(|m| (m.key.clone(), m.json()["count"].as_u64().unwrap()))
+        .collect();
+    counts.sort();
+    assert_eq!(counts, vec![("tenant-a".into(), 2), ("tenant-b".into(), 2)]);
+    assert_eq!(consumed[0].headers["ce_source"], "edge-outbox");
+    sidecar.shutdown().await.unwrap();
+}
