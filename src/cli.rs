@@ -12,6 +12,7 @@ use clap::{Args, Parser, Subcommand};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::ClientConfig;
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -175,11 +176,22 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             } else {
                 Catalog::with_extra(&config.ingest.extra_types)
             };
-            print_topics(&catalog, json);
-            Ok(())
+            quiet_broken_pipe(print_topics(&catalog, json))
         }
         Command::Send { file, url } => send(&file, &url).await,
-        Command::Tail(args) => tail(args).await,
+        Command::Tail(args) => quiet_broken_pipe_any(tail(args).await),
+    }
+}
+
+fn quiet_broken_pipe_any(result: anyhow::Result<()>) -> anyhow::Result<()> {
+    match result {
+        Err(e)
+            if e.downcast_ref::<std::io::Error>()
+                .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) =>
+        {
+            Ok(())
+        }
+        other => other,
     }
 }
 
@@ -199,40 +211,41 @@ async fn shutdown_signal() {
     }
 }
 
-fn print_topics(catalog: &Catalog, json: bool) {
+/// Writing to a closed pipe (`edge-outbox topics | head`) ends the command quietly.
+fn quiet_broken_pipe(result: std::io::Result<()>) -> anyhow::Result<()> {
+    match result {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
+    }
+}
+
+fn print_topics(catalog: &Catalog, json: bool) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
     if json {
         let entries: Vec<_> = catalog.entries().collect();
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&entries).expect("entries serialise")
-        );
-        return;
+        let text = serde_json::to_string_pretty(&entries).expect("entries serialise");
+        return writeln!(out, "{text}");
     }
     let width = catalog
         .entries()
         .map(|e| e.event_type.len())
         .max()
         .unwrap_or(4);
-    println!(
-        "{:<28} {:<width$} DESCRIPTION",
-        "CATEGORY", "TYPE (= TOPIC)"
-    );
+    writeln!(out, "{:<28} {:<width$} DESCRIPTION", "CATEGORY", "TYPE (= TOPIC)")?;
     for entry in catalog.entries() {
         let name = if entry.topic == entry.event_type {
             entry.event_type.clone()
         } else {
             format!("{} -> {}", entry.event_type, entry.topic)
         };
-        println!(
-            "{:<28} {:<width$} {}",
-            entry.category, name, entry.description
-        );
+        writeln!(out, "{:<28} {:<width$} {}", entry.category, name, entry.description)?;
     }
-    println!(
+    writeln!(
+        out,
         "{} event types in {} categories",
         catalog.len(),
         catalog.categories().len()
-    );
+    )
 }
 
 async fn send(file: &PathBuf, url: &str) -> anyhow::Result<()> {
@@ -308,7 +321,7 @@ async fn tail(args: TailArgs) -> anyhow::Result<()> {
             .unwrap_or_default();
         let payload = message.payload().unwrap_or_default();
         match binding::from_message(&headers, payload) {
-            Some(event) => println!("{}", http::to_json(&event)),
+            Some(event) => writeln!(std::io::stdout().lock(), "{}", http::to_json(&event))?,
             None => eprintln!(
                 "{}[{}]@{}: not a CloudEvent ({} bytes)",
                 message.topic(),
