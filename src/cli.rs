@@ -231,14 +231,22 @@ fn print_topics(catalog: &Catalog, json: bool) -> std::io::Result<()> {
         .map(|e| e.event_type.len())
         .max()
         .unwrap_or(4);
-    writeln!(out, "{:<28} {:<width$} DESCRIPTION", "CATEGORY", "TYPE (= TOPIC)")?;
+    writeln!(
+        out,
+        "{:<28} {:<width$} DESCRIPTION",
+        "CATEGORY", "TYPE (= TOPIC)"
+    )?;
     for entry in catalog.entries() {
         let name = if entry.topic == entry.event_type {
             entry.event_type.clone()
         } else {
             format!("{} -> {}", entry.event_type, entry.topic)
         };
-        writeln!(out, "{:<28} {:<width$} {}", entry.category, name, entry.description)?;
+        writeln!(
+            out,
+            "{:<28} {:<width$} {}",
+            entry.category, name, entry.description
+        )?;
     }
     writeln!(
         out,

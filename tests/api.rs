@@ -17,7 +17,12 @@ async fn refusals_are_problems_naming_the_field_and_change_nothing() {
     config.ingest.max_request_bytes = 64 * 1024;
     let sidecar = start(config).await;
     let addr = sidecar.addr();
-    let good = event("eventzr.integration-hub.provider.created.v1", "ok-1", "t", 0);
+    let good = event(
+        "eventzr.integration-hub.provider.created.v1",
+        "ok-1",
+        "t",
+        0,
+    );
     assert_eq!(post_event(addr, &good).await.status, 202);
     let before = sidecar.store().stats();
 
@@ -40,16 +45,70 @@ async fn refusals_are_problems_naming_the_field_and_change_nothing() {
     second_bad["id"] = json!("");
 
     let cases: Vec<(&str, &str, Vec<u8>, u16, &str)> = vec![
-        ("missing id", STRUCTURED, serde_json::to_vec(&no_id).unwrap(), 400, "id"),
-        ("bad time", STRUCTURED, serde_json::to_vec(&bad_time).unwrap(), 400, "time"),
-        ("bad specversion", STRUCTURED, serde_json::to_vec(&bad_spec).unwrap(), 400, "specversion"),
+        (
+            "missing id",
+            STRUCTURED,
+            serde_json::to_vec(&no_id).unwrap(),
+            400,
+            "id",
+        ),
+        (
+            "bad time",
+            STRUCTURED,
+            serde_json::to_vec(&bad_time).unwrap(),
+            400,
+            "time",
+        ),
+        (
+            "bad specversion",
+            STRUCTURED,
+            serde_json::to_vec(&bad_spec).unwrap(),
+            400,
+            "specversion",
+        ),
         ("not JSON", STRUCTURED, b"{nope".to_vec(), 400, "body"),
-        ("unknown type", STRUCTURED, serde_json::to_vec(&unknown).unwrap(), 422, "type"),
-        ("no tenant key", STRUCTURED, serde_json::to_vec(&no_tenant).unwrap(), 400, "partitionkey"),
-        ("event too large", STRUCTURED, serde_json::to_vec(&big).unwrap(), 413, "data"),
-        ("body too large", STRUCTURED, vec![b' '; 65 * 1024], 413, "body"),
-        ("plain JSON", "application/json", serde_json::to_vec(&good).unwrap(), 415, "content-type"),
-        ("other format", "application/cloudevents+avro", vec![1, 2], 415, "content-type"),
+        (
+            "unknown type",
+            STRUCTURED,
+            serde_json::to_vec(&unknown).unwrap(),
+            422,
+            "type",
+        ),
+        (
+            "no tenant key",
+            STRUCTURED,
+            serde_json::to_vec(&no_tenant).unwrap(),
+            400,
+            "partitionkey",
+        ),
+        (
+            "event too large",
+            STRUCTURED,
+            serde_json::to_vec(&big).unwrap(),
+            413,
+            "data",
+        ),
+        (
+            "body too large",
+            STRUCTURED,
+            vec![b' '; 65 * 1024],
+            413,
+            "body",
+        ),
+        (
+            "plain JSON",
+            "application/json",
+            serde_json::to_vec(&good).unwrap(),
+            415,
+            "content-type",
+        ),
+        (
+            "other format",
+            "application/cloudevents+avro",
+            vec![1, 2],
+            415,
+            "content-type",
+        ),
         (
             "batch with one bad event",
             BATCH,
@@ -64,7 +123,10 @@ async fn refusals_are_problems_naming_the_field_and_change_nothing() {
         assert_eq!(answer.content_type, "application/problem+json", "{name}");
         assert_eq!(answer.body["field"], field, "{name}: {:?}", answer.body);
         assert_eq!(answer.body["status"], status, "{name}");
-        assert!(answer.body["detail"].as_str().unwrap().contains(field), "{name}");
+        assert!(
+            answer.body["detail"].as_str().unwrap().contains(field),
+            "{name}"
+        );
         assert_eq!(sidecar.store().stats(), before, "{name} changed the store");
     }
 
@@ -105,14 +167,35 @@ async fn unknown_types_pass_when_allowed_and_health_endpoints_answer() {
     let addr = sidecar.addr();
     let answer = post_event(addr, &event("custom.thing.v1", "c-1", "t", 0)).await;
     assert_eq!(answer.status, 202, "{:?}", answer.body);
-    let consumed = consume_async(&kafka.bootstrap_servers(), &["custom.thing.v1".into()], 1, std::time::Duration::from_secs(30)).await;
+    let consumed = consume_async(
+        &kafka.bootstrap_servers(),
+        &["custom.thing.v1".into()],
+        1,
+        std::time::Duration::from_secs(30),
+    )
+    .await;
     assert_eq!(consumed.len(), 1);
     let client = reqwest::Client::new();
-    let health = client.get(format!("http://{addr}/healthz")).send().await.unwrap();
+    let health = client
+        .get(format!("http://{addr}/healthz"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(health.status(), 200);
-    let ready = client.get(format!("http://{addr}/readyz")).send().await.unwrap();
+    let ready = client
+        .get(format!("http://{addr}/readyz"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(ready.status(), 200);
-    let status: serde_json::Value = client.get(format!("http://{addr}/v1/status")).send().await.unwrap().json().await.unwrap();
+    let status: serde_json::Value = client
+        .get(format!("http://{addr}/v1/status"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(status["writable"], true);
     assert!(status["store"]["next_seq"].as_u64().unwrap() >= 2);
     sidecar.shutdown().await.unwrap();

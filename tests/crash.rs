@@ -25,7 +25,12 @@ fn spawn(dir: &Path, config: &Path, brokers: &str, port: u16) -> Child {
     Command::new(env!("CARGO_BIN_EXE_edge-outbox"))
         .args(["serve", "--config"])
         .arg(config)
-        .args(["--listen", &format!("127.0.0.1:{port}"), "--brokers", brokers])
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--brokers",
+            brokers,
+        ])
         .arg("--data-dir")
         .arg(dir)
         .env("RUST_LOG", "warn")
@@ -49,8 +54,14 @@ async fn status(client: &reqwest::Client, port: u16) -> Option<serde_json::Value
 async fn wait_serving(client: &reqwest::Client, port: u16, child: &mut Child) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while status(client, port).await.is_none() {
-        assert!(child.try_wait().unwrap().is_none(), "the sidecar exited at start");
-        assert!(Instant::now() < deadline, "the sidecar did not start serving");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the sidecar exited at start"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "the sidecar did not start serving"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -99,8 +110,12 @@ async fn every_acknowledged_event_survives_sigkill() {
         let stop = Arc::new(AtomicBool::new(false));
         let mut clients = Vec::new();
         for c in 0..CLIENTS {
-            let (client, acked, attempted, stop) =
-                (client.clone(), acked.clone(), attempted.clone(), stop.clone());
+            let (client, acked, attempted, stop) = (
+                client.clone(),
+                acked.clone(),
+                attempted.clone(),
+                stop.clone(),
+            );
             clients.push(tokio::spawn(async move {
                 let mut n = 0u64;
                 while !stop.load(Ordering::SeqCst) {
@@ -133,7 +148,9 @@ async fn every_acknowledged_event_survives_sigkill() {
                     .unwrap();
                 let deadline = Instant::now() + Duration::from_secs(20);
                 loop {
-                    let now = status(&client, port).await.map(|s| s["relay"]["batches"].as_u64().unwrap());
+                    let now = status(&client, port)
+                        .await
+                        .map(|s| s["relay"]["batches"].as_u64().unwrap());
                     if now.is_some_and(|b| b > before) || Instant::now() > deadline {
                         break;
                     }
@@ -167,14 +184,32 @@ async fn every_acknowledged_event_survives_sigkill() {
 
     let acked = acked.lock().unwrap().clone();
     let attempted = attempted.lock().unwrap().clone();
-    assert!(acked.len() as u64 > CYCLES * 10, "the clients got work done ({})", acked.len());
-    let consumed = consume_async(&brokers, &[TOPIC.to_string()], usize::MAX, Duration::from_secs(15)).await;
+    assert!(
+        acked.len() as u64 > CYCLES * 10,
+        "the clients got work done ({})",
+        acked.len()
+    );
+    let consumed = consume_async(
+        &brokers,
+        &[TOPIC.to_string()],
+        usize::MAX,
+        Duration::from_secs(15),
+    )
+    .await;
     let mut copies: HashMap<String, u64> = HashMap::new();
     for m in &consumed {
         *copies.entry(m.headers["ce_id"].clone()).or_default() += 1;
     }
-    let missing: Vec<&String> = acked.iter().filter(|id| !copies.contains_key(*id)).collect();
-    assert!(missing.is_empty(), "{} acknowledged events lost: {:?}", missing.len(), &missing[..missing.len().min(10)]);
+    let missing: Vec<&String> = acked
+        .iter()
+        .filter(|id| !copies.contains_key(*id))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged events lost: {:?}",
+        missing.len(),
+        &missing[..missing.len().min(10)]
+    );
     for id in copies.keys() {
         assert!(attempted.contains(id), "{id} was never sent");
     }

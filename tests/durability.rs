@@ -26,7 +26,15 @@ async fn the_answer_is_written_only_after_fdatasync() {
     let trace = dir.path().join("trace");
     let port = free_port();
     let mut child = Command::new("strace")
-        .args(["-f", "-y", "-s", "48", "-e", "trace=fdatasync,read,recvfrom,write,writev,sendto,sendmsg", "-o"])
+        .args([
+            "-f",
+            "-y",
+            "-s",
+            "48",
+            "-e",
+            "trace=fdatasync,read,recvfrom,write,writev,sendto,sendmsg",
+            "-o",
+        ])
         .arg(&trace)
         .arg(env!("CARGO_BIN_EXE_edge-outbox"))
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
@@ -47,7 +55,10 @@ async fn the_answer_is_written_only_after_fdatasync() {
         .await
         .is_err()
     {
-        assert!(Instant::now() < deadline, "the sidecar did not start under strace");
+        assert!(
+            Instant::now() < deadline,
+            "the sidecar did not start under strace"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     const REQUESTS: usize = 5;

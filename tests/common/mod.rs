@@ -19,9 +19,11 @@ pub const BATCH: &str = "application/cloudevents-batch+json";
 
 /// A configuration for tests: loopback on a free port, fast relay.
 pub fn test_config(brokers: &str, dir: &Path) -> Config {
-    let mut config = Config::default();
-    config.listen = "127.0.0.1:0".parse().unwrap();
-    config.data_dir = dir.to_path_buf();
+    let mut config = Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir: dir.to_path_buf(),
+        ..Config::default()
+    };
     config.kafka.brokers = brokers.to_string();
     config.relay.flush_interval = Duration::from_millis(100);
     config.relay.retry_backoff_min = Duration::from_millis(50);
