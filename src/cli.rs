@@ -151,16 +151,21 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let broker = DevBroker::start(1, &catalog.topics(), args.partitions)
                 .context("starting the embedded Kafka broker")?;
             config.kafka.brokers = broker.bootstrap_servers();
-            println!(
+            // The banner is a convenience: a closed stdout must not stop the sidecar.
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(
+                out,
                 "edge-outbox dev: embedded Kafka broker at {} ({} topics); ingest at http://{}/v1/events",
                 config.kafka.brokers,
                 catalog.topics().len(),
                 config.listen
             );
-            println!(
+            let _ = writeln!(
+                out,
                 "  watch events arrive: edge-outbox tail --brokers {}",
                 config.kafka.brokers
             );
+            drop(out);
             serve(config).await?;
             drop(broker);
             Ok(())
