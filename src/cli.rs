@@ -53,6 +53,42 @@ pub enum Command {
     },
     /// Consume catalogue topics from any broker and print the events as CloudEvents JSON.
     Tail(TailArgs),
+    /// Load a running sidecar over HTTP and report throughput, latency, memory and drain time.
+    Bench(BenchArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// The sidecar's address.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+    /// Concurrent clients.
+    #[arg(long, default_value_t = 16)]
+    pub clients: usize,
+    /// Events per request (1: single-event structured mode; more: batched mode).
+    #[arg(long, default_value_t = 100)]
+    pub batch: usize,
+    /// Events in all.
+    #[arg(long, default_value_t = 100_000)]
+    pub events: u64,
+    /// Approximate size of each event, in bytes.
+    #[arg(long, default_value_t = 1024)]
+    pub payload_bytes: usize,
+    /// Distinct tenants.
+    #[arg(long, default_value_t = 1000)]
+    pub tenants: u64,
+    /// The sidecar's pid, to report its RSS and CPU.
+    #[arg(long)]
+    pub pid: Option<u32>,
+    /// Wait until the relay has drained the backlog, and report its rate.
+    #[arg(long)]
+    pub drain: bool,
+    /// Also produce the same messages with a plain rdkafka producer to these brokers.
+    #[arg(long)]
+    pub baseline_brokers: Option<String>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug, Default)]
@@ -185,6 +221,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Send { file, url } => send(&file, &url).await,
         Command::Tail(args) => quiet_broken_pipe_any(tail(args).await),
+        Command::Bench(args) => bench(args).await,
     }
 }
 
@@ -198,6 +235,27 @@ fn quiet_broken_pipe_any(result: anyhow::Result<()>) -> anyhow::Result<()> {
         }
         other => other,
     }
+}
+
+async fn bench(args: BenchArgs) -> anyhow::Result<()> {
+    let report = crate::loadgen::run(crate::loadgen::LoadSpec {
+        url: args.url,
+        clients: args.clients,
+        batch: args.batch,
+        events: args.events,
+        payload_bytes: args.payload_bytes,
+        tenants: args.tenants.max(1),
+        pid: args.pid,
+        drain: args.drain,
+        baseline_brokers: args.baseline_brokers,
+    })
+    .await?;
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    }
+    Ok(())
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {

@@ -12,3 +12,4 @@ pub mod store;
 
 pub use sidecar::Sidecar;
 pub mod cli;
+pub mod loadgen;

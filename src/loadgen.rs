@@ -1,0 +1,290 @@
+//! The load tool behind `edge-outbox bench`: drives a running sidecar over HTTP with N
+//! concurrent clients (single-event or batched mode) with realistic ~1 KiB integration-hub
+//! events, and reports accepted events/s, latency percentiles of the 202 answers, the
+//! sidecar's RSS and CPU, then how long the relay takes to drain the backlog. Optionally it
+//! produces the same messages with a plain rdkafka producer, as the yardstick for the relay.
+
+use crate::catalog::Catalog;
+use crate::config::KafkaConfig;
+use crate::event::http::{BATCH, STRUCTURED};
+use crate::event::kafka::{to_message, KafkaMode};
+use crate::kafka::create_producer;
+use anyhow::{bail, Context};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::FutureRecord;
+use serde::Serialize;
+use serde_json::{json, Value};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct LoadSpec {
+    pub url: String,
+    pub clients: usize,
+    /// Events per request: 1 is single-event (structured) mode, more is batched mode.
+    pub batch: usize,
+    pub events: u64,
+    pub payload_bytes: usize,
+    pub tenants: u64,
+    /// The sidecar's pid, for RSS and CPU (read from /proc).
+    pub pid: Option<u32>,
+    /// Wait for the backlog to drain and time it.
+    pub drain: bool,
+    /// Also produce the same messages with a plain producer to these brokers.
+    pub baseline_brokers: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct LoadReport {
+    pub clients: usize,
+    pub batch: usize,
+    pub events: u64,
+    pub seconds: f64,
+    pub events_per_second: f64,
+    pub latency_ms_p50: f64,
+    pub latency_ms_p99: f64,
+    pub latency_ms_max: f64,
+    pub refused: u64,
+    pub sidecar_rss_mib_before: Option<f64>,
+    pub sidecar_rss_mib_after: Option<f64>,
+    pub sidecar_cpu_percent: Option<f64>,
+    pub drain_seconds: Option<f64>,
+    pub relay_events_per_second: Option<f64>,
+    pub relay_mb_per_second: Option<f64>,
+    pub baseline_events_per_second: Option<f64>,
+    pub relay_to_baseline_ratio: Option<f64>,
+}
+
+/// A realistic integration-hub event of about `payload_bytes`.
+pub fn sample_event(catalog: &Catalog, n: u64, tenants: u64, payload_bytes: usize) -> Value {
+    let types: Vec<&str> = catalog.entries().map(|e| e.event_type.as_str()).collect();
+    let event_type = types[(n % types.len() as u64) as usize];
+    let tenant = format!("a{:07}-0000-0000-0000-{:012}", n % tenants, n % tenants);
+    let mut event = json!({
+        "specversion": "1.0",
+        "type": event_type,
+        "source": "integration-hub-svc",
+        "id": format!("evt-{}-{n}", uuid::Uuid::new_v4()),
+        "time": "2026-02-24T12:00:00.000Z",
+        "datacontenttype": "application/json",
+        "subject": tenant,
+        "data": {
+            "tenantId": tenant,
+            "executionId": format!("exec-{n}"),
+            "providerKey": "stripe",
+            "intent": "payment.create",
+            "status": "SUCCESS",
+            "durationMs": n % 1000,
+        }
+    });
+    let size = serde_json::to_vec(&event).map(|v| v.len()).unwrap_or(0);
+    if payload_bytes > size {
+        event["data"]["notes"] = json!("x".repeat(payload_bytes - size));
+    }
+    event
+}
+
+/// Resident memory (MiB) and total CPU seconds of a process, from /proc.
+fn process_usage(pid: u32) -> Option<(f64, f64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let rss_kib: f64 = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = stat.rsplit(')').next()?.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some((rss_kib / 1024.0, ticks / 100.0))
+}
+
+async fn status(client: &reqwest::Client, url: &str) -> anyhow::Result<Value> {
+    Ok(client
+        .get(format!("{url}/v1/status"))
+        .send()
+        .await?
+        .json()
+        .await?)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[index].as_secs_f64() * 1000.0
+}
+
+pub async fn run(spec: LoadSpec) -> anyhow::Result<LoadReport> {
+    if spec.clients == 0 || spec.batch == 0 || spec.events == 0 {
+        bail!("--clients, --batch and --events must be positive");
+    }
+    let url = spec.url.trim_end_matches('/').to_string();
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(spec.clients)
+        .build()?;
+    let before = status(&client, &url)
+        .await
+        .with_context(|| format!("no sidecar answers at {url}"))?;
+    let delivered_before = before["relay"]["delivered_events"].as_u64().unwrap_or(0);
+    let bytes_before = before["relay"]["delivered_bytes"].as_u64().unwrap_or(0);
+    let catalog = Arc::new(Catalog::builtin());
+    let usage_before = spec.pid.and_then(process_usage);
+    let next = Arc::new(AtomicU64::new(0));
+    let refused = Arc::new(AtomicU64::new(0));
+    let latencies = Arc::new(Mutex::new(Vec::new()));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..spec.clients {
+        let (client, url, catalog, next, refused, latencies, spec) = (
+            client.clone(),
+            url.clone(),
+            catalog.clone(),
+            next.clone(),
+            refused.clone(),
+            latencies.clone(),
+            spec.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut mine = Vec::new();
+            loop {
+                let first = next.fetch_add(spec.batch as u64, Ordering::SeqCst);
+                if first >= spec.events {
+                    break;
+                }
+                let last = (first + spec.batch as u64).min(spec.events);
+                let events: Vec<Value> = (first..last)
+                    .map(|n| sample_event(&catalog, n, spec.tenants, spec.payload_bytes))
+                    .collect();
+                let (content_type, body) = if spec.batch == 1 {
+                    (STRUCTURED, serde_json::to_vec(&events[0])?)
+                } else {
+                    (BATCH, serde_json::to_vec(&events)?)
+                };
+                let sent = Instant::now();
+                let response = client
+                    .post(format!("{url}/v1/events"))
+                    .header("content-type", content_type)
+                    .body(body)
+                    .send()
+                    .await?;
+                let status = response.status();
+                let _ = response.bytes().await?;
+                mine.push(sent.elapsed());
+                if status.as_u16() != 202 {
+                    refused.fetch_add(last - first, Ordering::SeqCst);
+                }
+            }
+            latencies.lock().expect("lock").extend(mine);
+            anyhow::Ok(())
+        }));
+    }
+    for task in tasks {
+        task.await??;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let usage_after = spec.pid.and_then(process_usage);
+    let mut sorted = latencies.lock().expect("lock").clone();
+    sorted.sort();
+    let refused = refused.load(Ordering::SeqCst);
+    let accepted = spec.events - refused;
+    let mut report = LoadReport {
+        clients: spec.clients,
+        batch: spec.batch,
+        events: accepted,
+        seconds,
+        events_per_second: accepted as f64 / seconds,
+        latency_ms_p50: percentile(&sorted, 0.50),
+        latency_ms_p99: percentile(&sorted, 0.99),
+        latency_ms_max: percentile(&sorted, 1.0),
+        refused,
+        sidecar_rss_mib_before: usage_before.map(|u| u.0),
+        sidecar_rss_mib_after: usage_after.map(|u| u.0),
+        sidecar_cpu_percent: usage_before
+            .zip(usage_after)
+            .map(|(b, a)| (a.1 - b.1) / seconds * 100.0),
+        drain_seconds: None,
+        relay_events_per_second: None,
+        relay_mb_per_second: None,
+        baseline_events_per_second: None,
+        relay_to_baseline_ratio: None,
+    };
+    if spec.drain {
+        loop {
+            let now = status(&client, &url).await?;
+            if now["store"]["backlog_events"].as_u64() == Some(0) {
+                let total = started.elapsed().as_secs_f64();
+                let delivered =
+                    now["relay"]["delivered_events"].as_u64().unwrap_or(0) - delivered_before;
+                let bytes = now["relay"]["delivered_bytes"].as_u64().unwrap_or(0) - bytes_before;
+                report.drain_seconds = Some(total - seconds);
+                report.relay_events_per_second = Some(delivered as f64 / total);
+                report.relay_mb_per_second = Some(bytes as f64 / total / 1e6);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    if let Some(brokers) = &spec.baseline_brokers {
+        let rate = baseline(brokers, &catalog, &spec).await?;
+        report.baseline_events_per_second = Some(rate);
+        report.relay_to_baseline_ratio = report.relay_events_per_second.map(|r| r / rate);
+    }
+    Ok(report)
+}
+
+/// Produces the same messages with a plain idempotent producer and returns its events/s.
+async fn baseline(brokers: &str, catalog: &Catalog, spec: &LoadSpec) -> anyhow::Result<f64> {
+    let config = KafkaConfig {
+        brokers: brokers.to_string(),
+        ..KafkaConfig::default()
+    };
+    let producer = create_producer(&config)?;
+    let messages: Vec<_> = (0..spec.events)
+        .map(|n| {
+            let value = sample_event(catalog, n, spec.tenants, spec.payload_bytes);
+            let event = crate::event::http::from_json(value).expect("sample events are valid");
+            let key = event
+                .tenant_key(&crate::event::DEFAULT_KEY_ORDER)
+                .expect("sample events carry a tenant");
+            to_message(&event, &event.event_type, &key, KafkaMode::Binary)
+        })
+        .collect();
+    let started = Instant::now();
+    let mut pending = Vec::with_capacity(messages.len());
+    for message in &messages {
+        let mut headers = OwnedHeaders::new_with_capacity(message.headers.len());
+        for (name, value) in &message.headers {
+            headers = headers.insert(Header {
+                key: name,
+                value: Some(value),
+            });
+        }
+        let mut record = FutureRecord::to(&message.topic)
+            .key(&message.key)
+            .payload(&message.payload)
+            .headers(headers);
+        loop {
+            match producer.send_result(record) {
+                Ok(delivery) => {
+                    pending.push(delivery);
+                    break;
+                }
+                Err((_, back)) => {
+                    record = back;
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            }
+        }
+    }
+    for delivery in pending {
+        if let Ok(Err((e, _))) = delivery.await {
+            bail!("baseline produce failed: {e}");
+        }
+    }
+    Ok(spec.events as f64 / started.elapsed().as_secs_f64())
+}
