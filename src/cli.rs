@@ -37,8 +37,10 @@ pub enum Command {
     Serve(ServeArgs),
     /// Run the sidecar with an embedded Kafka-protocol broker (no external service needed).
     Dev(DevArgs),
-    /// List the topic catalogue.
+    /// List the topic catalogue, or create its topics on a cluster.
     Topics {
+        #[command(subcommand)]
+        action: Option<TopicsAction>,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -55,6 +57,25 @@ pub enum Command {
     Tail(TailArgs),
     /// Load a running sidecar over HTTP and report throughput, latency, memory and drain time.
     Bench(BenchArgs),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TopicsAction {
+    /// Create the catalogue topics (or the named ones) that the cluster does not have yet.
+    Create {
+        /// Comma-separated bootstrap servers.
+        #[arg(long, env = "EDGE_OUTBOX_BROKERS")]
+        brokers: Option<String>,
+        /// Partitions per topic [default: kafka.topic_partitions, 3].
+        #[arg(long)]
+        partitions: Option<i32>,
+        /// Replication factor; -1 is the cluster default (MSK Serverless needs it)
+        /// [default: kafka.topic_replication, -1].
+        #[arg(long, allow_hyphen_values = true)]
+        replication: Option<i32>,
+        /// Topics to create [default: every catalogue topic].
+        topics: Vec<String>,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -206,18 +227,36 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             drop(broker);
             Ok(())
         }
-        Command::Topics { json } => {
-            let catalog = Catalog::builtin();
-            let config = match &cli.config {
+        Command::Topics { action, json } => {
+            let mut config = match &cli.config {
                 Some(path) => Config::from_file(path)?,
                 None => Config::default(),
             };
-            let catalog = if config.ingest.extra_types.is_empty() {
-                catalog
-            } else {
-                Catalog::with_extra(&config.ingest.extra_types)
-            };
-            quiet_broken_pipe(print_topics(&catalog, json))
+            let catalog = Catalog::with_extra(&config.ingest.extra_types);
+            match action {
+                None => quiet_broken_pipe(print_topics(&catalog, json)),
+                Some(TopicsAction::Create {
+                    brokers,
+                    partitions,
+                    replication,
+                    topics,
+                }) => {
+                    if let Some(brokers) = brokers {
+                        config.kafka.brokers = brokers;
+                    }
+                    config.kafka.topic_partitions =
+                        partitions.unwrap_or(config.kafka.topic_partitions);
+                    config.kafka.topic_replication =
+                        replication.unwrap_or(config.kafka.topic_replication);
+                    config.validate(true)?;
+                    let topics = if topics.is_empty() {
+                        catalog.topics()
+                    } else {
+                        topics
+                    };
+                    create_topics(&config, &topics, json).await
+                }
+            }
         }
         Command::Send { file, url } => send(&file, &url).await,
         Command::Tail(args) => quiet_broken_pipe_any(tail(args).await),
@@ -235,6 +274,36 @@ fn quiet_broken_pipe_any(result: anyhow::Result<()>) -> anyhow::Result<()> {
         }
         other => other,
     }
+}
+
+async fn create_topics(config: &Config, topics: &[String], json: bool) -> anyhow::Result<()> {
+    let outcomes = crate::kafka::create_topics(
+        &config.kafka,
+        topics,
+        config.kafka.topic_partitions,
+        config.kafka.topic_replication,
+    )
+    .await
+    .context("creating topics")?;
+    let failed = outcomes
+        .iter()
+        .filter(|(_, o)| matches!(o, crate::kafka::TopicOutcome::Failed(_)))
+        .count();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&outcomes)?);
+    } else {
+        for (topic, outcome) in &outcomes {
+            match outcome {
+                crate::kafka::TopicOutcome::Created => println!("created  {topic}"),
+                crate::kafka::TopicOutcome::Exists => println!("exists   {topic}"),
+                crate::kafka::TopicOutcome::Failed(e) => println!("FAILED   {topic}: {e}"),
+            }
+        }
+    }
+    if failed > 0 {
+        bail!("{failed} of {} topics could not be created", outcomes.len());
+    }
+    Ok(())
 }
 
 async fn bench(args: BenchArgs) -> anyhow::Result<()> {

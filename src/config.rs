@@ -68,6 +68,8 @@ pub struct StoreSettings {
     /// How long a `source` + `id` pair is remembered for idempotent appends.
     #[serde(with = "humantime_serde")]
     pub dedup_window: Duration,
+    /// Appends are refused (503) while the data volume has less free space than this.
+    pub min_free_bytes: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -110,6 +112,13 @@ pub struct KafkaConfig {
     /// Very large by default: a timed-out run of messages could land behind its successors.
     #[serde(with = "humantime_serde")]
     pub delivery_timeout: Duration,
+    /// Create missing catalogue topics at start through the admin API (MSK Serverless does
+    /// not auto-create topics). Existing topics are left alone.
+    pub create_topics: bool,
+    /// Partitions of topics the sidecar creates.
+    pub topic_partitions: i32,
+    /// Replication factor of topics the sidecar creates; -1 is the cluster's default.
+    pub topic_replication: i32,
     /// Further librdkafka properties, passed as they are (for example TLS or SASL settings).
     /// Values of keys that look secret are never logged.
     pub properties: BTreeMap<String, String>,
@@ -207,6 +216,7 @@ impl Default for StoreSettings {
             max_backlog_events: 1_000_000,
             max_backlog_bytes: 2 * 1024 * 1024 * 1024,
             dedup_window: Duration::from_secs(24 * 3600),
+            min_free_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -237,6 +247,9 @@ impl Default for KafkaConfig {
             compression: "lz4".into(),
             // librdkafka's maximum: in effect, retry forever.
             delivery_timeout: Duration::from_millis(i32::MAX as u64),
+            create_topics: false,
+            topic_partitions: 3,
+            topic_replication: -1,
             properties: BTreeMap::new(),
         }
     }
@@ -333,6 +346,15 @@ impl Config {
                 "must be between 1ms and 2147483647ms (about 24 days)",
             ));
         }
+        if self.kafka.topic_partitions < 1 {
+            return Err(bad("kafka.topic_partitions", "must be at least 1"));
+        }
+        if self.kafka.topic_replication < -1 || self.kafka.topic_replication == 0 {
+            return Err(bad(
+                "kafka.topic_replication",
+                "must be -1 (the cluster default) or at least 1",
+            ));
+        }
         if !["text", "json"].contains(&self.log.format.as_str()) {
             return Err(bad("log.format", "must be \"text\" or \"json\""));
         }
@@ -355,6 +377,7 @@ impl Config {
             max_backlog_events: self.store.max_backlog_events,
             max_backlog_bytes: self.store.max_backlog_bytes,
             dedup_window: self.store.dedup_window,
+            min_free_bytes: self.store.min_free_bytes,
         }
     }
 

@@ -3,6 +3,8 @@
 //! cluster) and the consumer used by `tail`.
 
 use crate::config::{is_secret_key, KafkaConfig};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::mocking::MockCluster;
@@ -68,8 +70,6 @@ pub fn classify(error: &KafkaError) -> ErrorClass {
 pub fn producer_config(config: &KafkaConfig) -> ClientConfig {
     let mut client = ClientConfig::new();
     client
-        .set("bootstrap.servers", &config.brokers)
-        .set("client.id", &config.client_id)
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .set("partitioner", "murmur2_random")
@@ -81,7 +81,8 @@ pub fn producer_config(config: &KafkaConfig) -> ClientConfig {
         .set("linger.ms", "5")
         .set("queue.buffering.max.messages", "200000")
         .set("queue.buffering.max.kbytes", "262144");
-    for (key, value) in &config.properties {
+    // Connection settings last, so that the user's properties override the defaults above.
+    for (key, value) in client_config(config).config_map() {
         client.set(key, value);
     }
     client
@@ -102,6 +103,53 @@ pub fn create_producer(config: &KafkaConfig) -> Result<FutureProducer, KafkaErro
         .collect();
     tracing::info!(brokers = %config.brokers, extra = ?properties, "creating the Kafka producer");
     producer_config(config).create()
+}
+
+/// What happened to one topic of a [`create_topics`] call.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TopicOutcome {
+    Created,
+    /// The topic was there already and was left alone.
+    Exists,
+    Failed(String),
+}
+
+/// Client settings shared by every client of the sidecar's cluster (connection, TLS, SASL).
+fn client_config(config: &KafkaConfig) -> ClientConfig {
+    let mut client = ClientConfig::new();
+    client
+        .set("bootstrap.servers", &config.brokers)
+        .set("client.id", &config.client_id);
+    for (key, value) in &config.properties {
+        client.set(key, value);
+    }
+    client
+}
+
+/// Creates the `topics` that do not exist yet through the Kafka admin API; existing topics are
+/// left alone. `replication` -1 means the cluster's default (what MSK Serverless needs).
+pub async fn create_topics(
+    config: &KafkaConfig,
+    topics: &[String],
+    partitions: i32,
+    replication: i32,
+) -> Result<Vec<(String, TopicOutcome)>, KafkaError> {
+    let admin: AdminClient<DefaultClientContext> = client_config(config).create()?;
+    let new_topics: Vec<NewTopic> = topics
+        .iter()
+        .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(replication)))
+        .collect();
+    let options = AdminOptions::new().operation_timeout(Some(std::time::Duration::from_secs(30)));
+    let results = admin.create_topics(&new_topics, &options).await?;
+    Ok(results
+        .into_iter()
+        .map(|result| match result {
+            Ok(topic) => (topic, TopicOutcome::Created),
+            Err((topic, RDKafkaErrorCode::TopicAlreadyExists)) => (topic, TopicOutcome::Exists),
+            Err((topic, code)) => (topic, TopicOutcome::Failed(code.to_string())),
+        })
+        .collect())
 }
 
 /// The embedded development broker: librdkafka's in-process mock cluster with the given topics

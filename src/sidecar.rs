@@ -14,6 +14,44 @@ use std::time::Instant;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+/// Creates the missing catalogue topics, retrying while the cluster cannot be reached.
+async fn provision_topics(
+    kafka: crate::config::KafkaConfig,
+    topics: Vec<String>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        match crate::kafka::create_topics(
+            &kafka,
+            &topics,
+            kafka.topic_partitions,
+            kafka.topic_replication,
+        )
+        .await
+        {
+            Ok(outcomes) => {
+                for (topic, outcome) in outcomes {
+                    match outcome {
+                        crate::kafka::TopicOutcome::Created => {
+                            tracing::info!(%topic, "created topic")
+                        }
+                        crate::kafka::TopicOutcome::Exists => {}
+                        crate::kafka::TopicOutcome::Failed(e) => {
+                            tracing::error!(%topic, error = %e, "could not create topic")
+                        }
+                    }
+                }
+                return;
+            }
+            Err(e) => tracing::warn!(error = %e, "creating topics failed; retrying in 10s"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_secs(10)) => {}
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        }
+    }
+}
+
 /// A running sidecar.
 pub struct Sidecar {
     addr: SocketAddr,
@@ -64,6 +102,13 @@ impl Sidecar {
                 })
                 .await
         });
+        if config.kafka.create_topics {
+            tokio::spawn(provision_topics(
+                config.kafka.clone(),
+                Catalog::with_extra(&config.ingest.extra_types).topics(),
+                watcher.clone(),
+            ));
+        }
         let relay = tokio::spawn(relay.run(watcher));
         tracing::info!(%addr, data_dir = %config.data_dir.display(), brokers = %config.kafka.brokers, "edge-outbox is serving");
         Ok(Sidecar {

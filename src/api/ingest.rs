@@ -108,6 +108,13 @@ async fn ingest(app: &App, headers: &HeaderMap, body: Body) -> Result<Accepted, 
             e.to_string(),
         )
         .retry_after(app.retry_after_secs),
+        StoreError::DiskFull { .. } => Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "disk-full",
+            "Data volume nearly full",
+            e.to_string(),
+        )
+        .retry_after(app.retry_after_secs),
         other => Problem::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "store-unavailable",

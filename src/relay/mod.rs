@@ -80,7 +80,15 @@ pub struct Relay {
     backoff: Duration,
     /// Backlog left after the last drain (paused or held): not a reason to send early.
     stuck_events: u64,
+    /// Topics the cluster is known to have.
+    known_topics: BTreeSet<String>,
+    /// Batches in a row that delivered nothing because of retriable errors.
+    failed_rounds: u32,
 }
+
+/// After this many fruitless rounds the producer is recreated: a broker that lost its
+/// idempotence state (a restart without it) can otherwise refuse the old producer id forever.
+const RECREATE_AFTER_ROUNDS: u32 = 3;
 
 impl Relay {
     pub fn new(
@@ -106,6 +114,8 @@ impl Relay {
             paused: HashMap::new(),
             held: HashMap::new(),
             stuck_events: 0,
+            known_topics: BTreeSet::new(),
+            failed_rounds: 0,
         })
     }
 
@@ -200,7 +210,16 @@ impl Relay {
                 self.publish_status();
                 return Flow::Continue;
             }
-            match self.send_batch(batch.records, shutdown).await {
+            self.check_topics(&batch.records).await;
+            let records: Vec<(u64, Record)> = batch
+                .records
+                .into_iter()
+                .filter(|(_, r)| !self.paused.contains_key(&r.message.topic))
+                .collect();
+            if records.is_empty() {
+                continue;
+            }
+            match self.send_batch(records, shutdown).await {
                 Flow::Stop => return Flow::Stop,
                 Flow::Continue => {}
             }
@@ -290,20 +309,19 @@ impl Relay {
                         self.release(&pair, *seq);
                     }
                     ErrorClass::Configuration => {
-                        if !self.paused.contains_key(&pair.0) {
-                            tracing::error!(topic = %pair.0, %error, "pausing topic");
-                        }
-                        self.note_error("configuration", format!("{}: {error}", pair.0));
-                        self.paused
-                            .insert(pair.0.clone(), Instant::now() + self.config.pause_retry);
-                        self.status
-                            .lock()
-                            .expect("lock")
-                            .paused_topics
-                            .insert(pair.0.clone(), error.to_string());
+                        self.known_topics.remove(&pair.0);
+                        self.pause_topic(&pair.0, error.to_string());
                     }
                     class => {
-                        fatal |= class == ErrorClass::Fatal;
+                        // After a delivery timeout the idempotent producer's sequence state is
+                        // uncertain. librdkafka would bump the epoch, which not every broker
+                        // handles (tansu 0.6.0 takes its storage down); a fresh producer, with
+                        // a new producer id, is the reset every broker supports.
+                        let timed_out = matches!(
+                            error,
+                            KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut)
+                        );
+                        fatal |= class == ErrorClass::Fatal || timed_out;
                         retriable += 1;
                         self.note_error(
                             if class == ErrorClass::Fatal {
@@ -364,8 +382,17 @@ impl Relay {
             }
         }
         self.publish_status();
+        if retriable > 0 && delivered.is_empty() {
+            self.failed_rounds += 1;
+        } else {
+            self.failed_rounds = 0;
+        }
+        if self.failed_rounds >= RECREATE_AFTER_ROUNDS {
+            self.failed_rounds = 0;
+            fatal = true;
+        }
         if fatal {
-            tracing::warn!("recreating the Kafka producer after a fatal error");
+            tracing::warn!("recreating the Kafka producer (fatal error, delivery timeout or repeated failures)");
             match create_producer(&self.kafka) {
                 Ok(producer) => self.producer = producer,
                 Err(e) => self.note_error("fatal", format!("recreating the producer: {e}")),
@@ -383,6 +410,66 @@ impl Relay {
         }
         self.backoff = self.config.retry_backoff_min;
         Flow::Continue
+    }
+
+    /// Pauses a topic whose messages the cluster cannot take as configured (missing topic,
+    /// no authorisation); its events stay stored and are tried again after `pause_retry`.
+    fn pause_topic(&mut self, topic: &str, reason: String) {
+        if !self.paused.contains_key(topic) {
+            tracing::error!(topic, %reason, "pausing topic; its events stay stored");
+        }
+        self.note_error("configuration", format!("{topic}: {reason}"));
+        self.paused
+            .insert(topic.to_string(), Instant::now() + self.config.pause_retry);
+        self.status
+            .lock()
+            .expect("lock")
+            .paused_topics
+            .insert(topic.to_string(), reason);
+    }
+
+    /// Asks the cluster about topics not seen yet, and pauses those it does not have, so that
+    /// a missing topic never holds up the others.
+    async fn check_topics(&mut self, records: &[(u64, Record)]) {
+        let unseen: BTreeSet<String> = records
+            .iter()
+            .map(|(_, r)| &r.message.topic)
+            .filter(|t| !self.known_topics.contains(*t))
+            .cloned()
+            .collect();
+        for topic in unseen {
+            let producer = self.producer.clone();
+            let name = topic.clone();
+            let metadata = tokio::task::spawn_blocking(move || {
+                use rdkafka::producer::Producer;
+                producer
+                    .client()
+                    .fetch_metadata(Some(&name), Duration::from_secs(5))
+            })
+            .await
+            .expect("the metadata task does not panic");
+            let Ok(metadata) = metadata else {
+                // The cluster does not answer: producing will tell (and be retried).
+                continue;
+            };
+            let missing = metadata.topics().iter().any(|t| {
+                t.name() == topic
+                    && (t.error().is_some_and(|e| {
+                        RDKafkaErrorCode::from(e) == RDKafkaErrorCode::UnknownTopicOrPartition
+                    }) || t.partitions().is_empty())
+            });
+            if missing {
+                self.pause_topic(
+                    &topic,
+                    format!(
+                        "topic {topic} does not exist on the cluster: create it \
+                         (`edge-outbox topics create`) or set kafka.create_topics = true"
+                    ),
+                );
+            } else {
+                self.known_topics.insert(topic);
+            }
+        }
     }
 
     /// Lets newer messages of `pair` flow again once `seq` is settled.

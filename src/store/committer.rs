@@ -108,6 +108,8 @@ struct Group<'a> {
     events_gone: HashSet<u64>,
     dead_gone: HashSet<u64>,
     appended: bool,
+    /// Bytes of records appended in this group so far.
+    bytes_in_group: u64,
 }
 
 impl Committer {
@@ -158,6 +160,7 @@ impl Committer {
             events_gone: HashSet::new(),
             dead_gone: HashSet::new(),
             appended: false,
+            bytes_in_group: 0,
         };
         let mut answers: Vec<Answer> = Vec::with_capacity(commands.len());
         let broken = self.shared.broken.load(Ordering::SeqCst);
@@ -337,6 +340,18 @@ impl Group<'_> {
             outcomes.push(None);
         }
         let new_events = fresh.len() as u64;
+        if new_events > 0 {
+            let free = super::disk::free_bytes(&config.dir)
+                .map_err(|e| StoreError::Unavailable(format!("cannot read free space: {e}")))?;
+            // Room for what this group writes, several times over: sled appends to a log.
+            let needed = config.min_free_bytes + 4 * (self.bytes_in_group + new_bytes);
+            if free < needed {
+                return Err(StoreError::DiskFull {
+                    free,
+                    reserve: config.min_free_bytes,
+                });
+            }
+        }
         if new_events > 0
             && (self.stats.backlog_events + new_events > config.max_backlog_events
                 || self.stats.backlog_bytes + new_bytes > config.max_backlog_bytes)
@@ -365,6 +380,7 @@ impl Group<'_> {
         }
         self.stats.backlog_events += new_events;
         self.stats.backlog_bytes += new_bytes;
+        self.bytes_in_group += new_bytes;
         self.appended |= new_events > 0;
         // Repeats inside the request answer with the sequence number of their first copy.
         Ok(outcomes

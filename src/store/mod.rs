@@ -4,6 +4,7 @@
 //! nothing of HTTP or Kafka: it keeps records, a cursor, dead letters and counters.
 
 mod committer;
+pub mod disk;
 pub mod durable;
 pub mod keys;
 pub mod record;
@@ -32,6 +33,8 @@ pub struct StoreConfig {
     pub max_backlog_bytes: u64,
     /// How long a `source` + `id` pair is remembered for idempotent appends.
     pub dedup_window: Duration,
+    /// Appends are refused while the volume has less free space than this.
+    pub min_free_bytes: u64,
 }
 
 impl StoreConfig {
@@ -42,6 +45,7 @@ impl StoreConfig {
             max_backlog_events: 1_000_000,
             max_backlog_bytes: 1024 * 1024 * 1024,
             dedup_window: Duration::from_secs(24 * 3600),
+            min_free_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -71,6 +75,8 @@ pub struct Appended {
 pub enum StoreError {
     #[error("backlog limit reached ({events} events, {bytes} bytes stored); retry later")]
     BacklogFull { events: u64, bytes: u64 },
+    #[error("the data volume is nearly full ({free} bytes free, {reserve} kept in reserve); retry later")]
+    DiskFull { free: u64, reserve: u64 },
     #[error("the store is unavailable: {0}")]
     Unavailable(String),
     #[error("no record with sequence number {0}")]

@@ -127,8 +127,9 @@ impl Consumed {
     }
 }
 
-/// Reads every partition of `topics` from the beginning until `expected` messages are read
-/// (or `timeout` passes), with an independent consumer.
+/// Reads every partition of `topics` from the beginning, with an independent consumer, until
+/// at least `expected` messages are read and every partition is read up to the high watermark
+/// it had when reading started (or `timeout` passes).
 pub fn consume(
     brokers: &str,
     topics: &[String],
@@ -143,12 +144,18 @@ pub fn consume(
         .create()
         .unwrap();
     let mut assignment = TopicPartitionList::new();
+    // (topic, partition) -> (offset to read next, high watermark at the start)
+    let mut progress: HashMap<(String, i32), (i64, i64)> = HashMap::new();
     for topic in topics {
         let metadata = consumer
             .fetch_metadata(Some(topic), Duration::from_secs(10))
             .unwrap();
         for t in metadata.topics() {
             for p in t.partitions() {
+                let (low, high) = consumer
+                    .fetch_watermarks(t.name(), p.id(), Duration::from_secs(10))
+                    .unwrap();
+                progress.insert((t.name().to_string(), p.id()), (low, high));
                 assignment
                     .add_partition_offset(t.name(), p.id(), Offset::Beginning)
                     .unwrap();
@@ -158,7 +165,10 @@ pub fn consume(
     consumer.assign(&assignment).unwrap();
     let mut out = Vec::new();
     let deadline = Instant::now() + timeout;
-    while out.len() < expected && Instant::now() < deadline {
+    let done = |out: &Vec<Consumed>, progress: &HashMap<(String, i32), (i64, i64)>| {
+        out.len() >= expected && progress.values().all(|(next, high)| next >= high)
+    };
+    while !done(&out, &progress) && Instant::now() < deadline {
         if let Some(result) = consumer.poll(Duration::from_millis(100)) {
             let m = result.unwrap();
             let headers = m
@@ -174,6 +184,9 @@ pub fn consume(
                         .collect()
                 })
                 .unwrap_or_default();
+            if let Some(entry) = progress.get_mut(&(m.topic().to_string(), m.partition())) {
+                entry.0 = entry.0.max(m.offset() + 1);
+            }
             out.push(Consumed {
                 topic: m.topic().to_string(),
                 partition: m.partition(),
@@ -209,3 +222,7 @@ pub fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+pub mod crash_loop;
+pub mod process;
+pub mod tansu;
