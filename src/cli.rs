@@ -89,7 +89,7 @@ pub struct BenchArgs {
     /// Events per request (1: single-event structured mode; more: batched mode).
     #[arg(long, default_value_t = 100)]
     pub batch: usize,
-    /// Events in all.
+    /// Events in all; 0 posts nothing and only times the drain of the existing backlog.
     #[arg(long, default_value_t = 100_000)]
     pub events: u64,
     /// Approximate size of each event, in bytes.
