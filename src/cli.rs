@@ -55,6 +55,8 @@ pub enum Command {
     },
     /// Consume catalogue topics from any broker and print the events as CloudEvents JSON.
     Tail(TailArgs),
+    /// Validate a configuration and print the effective settings (secrets redacted).
+    CheckConfig(ServeArgs),
     /// Load a running sidecar over HTTP and report throughput, latency, memory and drain time.
     Bench(BenchArgs),
 }
@@ -261,6 +263,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Send { file, url } => send(&file, &url).await,
         Command::Tail(args) => quiet_broken_pipe_any(tail(args).await),
         Command::Bench(args) => bench(args).await,
+        Command::CheckConfig(args) => {
+            let config = load_config(cli.config.as_ref(), &args)?;
+            config.validate(false)?;
+            print!("{}", config.redacted_toml());
+            if config.kafka.brokers.trim().is_empty() {
+                eprintln!("note: kafka.brokers is empty; `serve` needs it (`dev` does not)");
+            }
+            Ok(())
+        }
     }
 }
 

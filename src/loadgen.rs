@@ -197,7 +197,11 @@ pub async fn run(spec: LoadSpec) -> anyhow::Result<LoadReport> {
         batch: spec.batch,
         events: accepted,
         seconds,
-        events_per_second: if accepted == 0 { 0.0 } else { accepted as f64 / seconds },
+        events_per_second: if accepted == 0 {
+            0.0
+        } else {
+            accepted as f64 / seconds
+        },
         latency_ms_p50: percentile(&sorted, 0.50),
         latency_ms_p99: percentile(&sorted, 0.99),
         latency_ms_max: percentile(&sorted, 1.0),
