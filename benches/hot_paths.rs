@@ -9,7 +9,6 @@ use edge_outbox::event::kafka::{to_message, KafkaMode};
 use edge_outbox::event::DEFAULT_KEY_ORDER;
 use edge_outbox::loadgen::sample_event;
 use edge_outbox::store::{now_ms, record, Record, Store, StoreConfig};
-use rdkafka::message::{Header, OwnedHeaders};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 fn sample_record(n: u64) -> Record {
@@ -83,16 +82,7 @@ fn relay_preparation(c: &mut Criterion) {
         })
     });
     group.bench_function("headers_for_produce", |b| {
-        b.iter(|| {
-            let mut headers = OwnedHeaders::new_with_capacity(r.message.headers.len());
-            for (name, value) in &r.message.headers {
-                headers = headers.insert(Header {
-                    key: name,
-                    value: Some(value),
-                });
-            }
-            headers
-        })
+        b.iter(|| edge_outbox::kafka::owned_headers(&r.message.headers))
     });
     group.finish();
 }

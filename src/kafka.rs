@@ -7,6 +7,7 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{DefaultProducerContext, FutureProducer};
 
@@ -86,6 +87,19 @@ pub fn producer_config(config: &KafkaConfig) -> ClientConfig {
         client.set(key, value);
     }
     client
+}
+
+/// The headers of a stored message in librdkafka's form.
+pub fn owned_headers(headers: &[(String, Vec<u8>)]) -> OwnedHeaders {
+    headers.iter().fold(
+        OwnedHeaders::new_with_capacity(headers.len()),
+        |all, (name, value)| {
+            all.insert(Header {
+                key: name,
+                value: Some(value),
+            })
+        },
+    )
 }
 
 /// Creates the producer.

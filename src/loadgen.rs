@@ -8,9 +8,8 @@ use crate::catalog::Catalog;
 use crate::config::KafkaConfig;
 use crate::event::http::{BATCH, STRUCTURED};
 use crate::event::kafka::{to_message, KafkaMode};
-use crate::kafka::create_producer;
+use crate::kafka::{create_producer, owned_headers};
 use anyhow::{bail, Context};
-use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::FutureRecord;
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -270,17 +269,10 @@ async fn baseline(brokers: &str, catalog: &Catalog, spec: &LoadSpec) -> anyhow::
     let started = Instant::now();
     let mut pending = Vec::with_capacity(messages.len());
     for message in &messages {
-        let mut headers = OwnedHeaders::new_with_capacity(message.headers.len());
-        for (name, value) in &message.headers {
-            headers = headers.insert(Header {
-                key: name,
-                value: Some(value),
-            });
-        }
         let mut record = FutureRecord::to(&message.topic)
             .key(&message.key)
             .payload(&message.payload)
-            .headers(headers);
+            .headers(owned_headers(&message.headers));
         loop {
             match producer.send_result(record) {
                 Ok(delivery) => {

@@ -28,11 +28,6 @@ fn config_file(dir: &Path, extra: &str) -> std::path::PathBuf {
     path
 }
 
-async fn post_ok(addr: std::net::SocketAddr, e: &serde_json::Value) {
-    let answer = post_event(addr, e).await;
-    assert_eq!(answer.status, 202, "{:?}", answer.body);
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn all_36_types_arrive_on_the_java_partition_with_headers_and_payload() {
     let broker = Tansu::start();

@@ -100,28 +100,14 @@ async fn ingest(app: &App, headers: &HeaderMap, body: Body) -> Result<Accepted, 
             message,
         });
     }
-    let answers = app.store.append(records).await.map_err(|e| match e {
-        StoreError::BacklogFull { .. } => Problem::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "backlog-full",
-            "Backlog full",
-            e.to_string(),
-        )
-        .retry_after(app.retry_after_secs),
-        StoreError::DiskFull { .. } => Problem::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "disk-full",
-            "Data volume nearly full",
-            e.to_string(),
-        )
-        .retry_after(app.retry_after_secs),
-        other => Problem::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "store-unavailable",
-            "Store unavailable",
-            other.to_string(),
-        )
-        .retry_after(app.retry_after_secs),
+    let answers = app.store.append(records).await.map_err(|e| {
+        let (slug, title) = match e {
+            StoreError::BacklogFull { .. } => ("backlog-full", "Backlog full"),
+            StoreError::DiskFull { .. } => ("disk-full", "Data volume nearly full"),
+            _ => ("store-unavailable", "Store unavailable"),
+        };
+        Problem::new(StatusCode::SERVICE_UNAVAILABLE, slug, title, e.to_string())
+            .retry_after(app.retry_after_secs)
     })?;
     Ok(Accepted {
         duplicates: answers.iter().filter(|a| a.duplicate).count(),

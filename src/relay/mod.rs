@@ -14,11 +14,10 @@ pub use limiter::Limiter;
 
 use crate::catalog::OUTBOX_PUBLISHED_TYPE;
 use crate::config::{KafkaConfig, RelayConfig};
-use crate::kafka::{classify, create_producer, ErrorClass};
+use crate::kafka::{classify, create_producer, owned_headers, ErrorClass};
 use crate::store::{now_ms, Record, Store};
 use futures::future::{self, Either};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -238,17 +237,10 @@ impl Relay {
             self.limiter.wait(record.message.size()).await;
             let future = loop {
                 let message = &record.message;
-                let mut headers = OwnedHeaders::new_with_capacity(message.headers.len());
-                for (name, value) in &message.headers {
-                    headers = headers.insert(Header {
-                        key: name,
-                        value: Some(value),
-                    });
-                }
                 let produce = FutureRecord::to(&message.topic)
                     .key(&message.key)
                     .payload(&message.payload)
-                    .headers(headers);
+                    .headers(owned_headers(&message.headers));
                 match self.producer.send_result(produce) {
                     Ok(delivery) => break Either::Left(delivery),
                     Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {

@@ -94,6 +94,21 @@ pub async fn post_event(addr: SocketAddr, event: &Value) -> Answer {
     post(addr, STRUCTURED, serde_json::to_vec(event).unwrap()).await
 }
 
+/// Posts one structured event and insists on `202`.
+pub async fn post_ok(addr: SocketAddr, event: &Value) -> Answer {
+    let answer = post_event(addr, event).await;
+    assert_eq!(answer.status, 202, "{:?}", answer.body);
+    answer
+}
+
+/// Waits until an in-process sidecar's store has no undelivered event.
+pub async fn wait_store_drained(store: &edge_outbox::store::Store, timeout: Duration) {
+    wait_for("the backlog to drain", timeout, || async move {
+        store.stats().backlog_events == 0
+    })
+    .await;
+}
+
 /// Polls `condition` every 20 ms until it holds; panics with `what` after `timeout`.
 pub async fn wait_for<F, Fut>(what: &str, timeout: Duration, mut condition: F)
 where
