@@ -12,4 +12,5 @@ pub mod store;
 
 pub use sidecar::Sidecar;
 pub mod cli;
+pub mod fuzzing;
 pub mod loadgen;
