@@ -55,6 +55,12 @@ pub enum Command {
     },
     /// Consume catalogue topics from any broker and print the events as CloudEvents JSON.
     Tail(TailArgs),
+    /// Exit 0 when URL answers 2xx within two seconds, else 1: a health probe for container
+    /// runtimes whose own HTTP probes cannot reach the loopback-only API.
+    Probe {
+        #[arg(default_value = "http://127.0.0.1:8080/healthz")]
+        url: String,
+    },
     /// Validate a configuration and print the effective settings (secrets redacted).
     CheckConfig(ServeArgs),
     /// Load a running sidecar over HTTP and report throughput, latency, memory and drain time.
@@ -263,6 +269,19 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Send { file, url } => send(&file, &url).await,
         Command::Tail(args) => quiet_broken_pipe_any(tail(args).await),
         Command::Bench(args) => bench(args).await,
+        Command::Probe { url } => {
+            let response = reqwest::Client::builder()
+                .timeout(Duration::from_secs(2))
+                .build()?
+                .get(&url)
+                .send()
+                .await
+                .with_context(|| format!("probing {url}"))?;
+            if !response.status().is_success() {
+                bail!("{url} answered {}", response.status());
+            }
+            Ok(())
+        }
         Command::CheckConfig(args) => {
             let config = load_config(cli.config.as_ref(), &args)?;
             config.validate(false)?;

@@ -128,3 +128,18 @@ fn topics_lists_the_catalogue() {
     assert!(table.contains("36 event types in 9 categories"));
     assert!(table.contains("eventzr.integration-hub.whatsapp.webhook.received.v1"));
 }
+
+#[test]
+fn probe_fails_when_nothing_answers() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let output = edge_outbox()
+        .args(["probe", &format!("http://127.0.0.1:{port}/healthz")])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("probing"));
+}
