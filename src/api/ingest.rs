@@ -15,17 +15,27 @@ use axum::Json;
 use serde::Serialize;
 use std::sync::Arc;
 
+/// The answer to an accepted request. A repeated request gets the same body; only the
+/// `x-edge-outbox-duplicates` header tells how many events were already stored.
 #[derive(Debug, Serialize)]
 pub struct Accepted {
     /// The sequence number of each event, in request order.
     pub sequences: Vec<u64>,
-    /// How many of them were already stored (same `source` + `id`).
+    #[serde(skip)]
     pub duplicates: usize,
 }
 
+/// Response header: how many events of the request were already stored (same `source` + `id`).
+pub const DUPLICATES_HEADER: &str = "x-edge-outbox-duplicates";
+
 pub async fn post_events(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> Response {
     match ingest(&app, &headers, body).await {
-        Ok(accepted) => (StatusCode::ACCEPTED, Json(accepted)).into_response(),
+        Ok(accepted) => (
+            StatusCode::ACCEPTED,
+            [(DUPLICATES_HEADER, accepted.duplicates.to_string())],
+            Json(accepted),
+        )
+            .into_response(),
         Err(problem) => problem.into_response(),
     }
 }

@@ -56,6 +56,8 @@ pub struct Answer {
     pub status: u16,
     pub content_type: String,
     pub retry_after: Option<String>,
+    /// The `x-edge-outbox-duplicates` header of a 202.
+    pub duplicates: Option<String>,
     pub body: Value,
 }
 
@@ -80,12 +82,17 @@ pub async fn post_with(addr: SocketAddr, headers: &[(&str, &str)], body: Vec<u8>
         .headers()
         .get("retry-after")
         .map(|v| v.to_str().unwrap().to_string());
+    let duplicates = response
+        .headers()
+        .get("x-edge-outbox-duplicates")
+        .map(|v| v.to_str().unwrap().to_string());
     let text = response.text().await.unwrap();
     let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
     Answer {
         status,
         content_type,
         retry_after,
+        duplicates,
         body,
     }
 }
