@@ -61,6 +61,26 @@ pub enum Command {
         #[arg(default_value = "http://127.0.0.1:8080/healthz")]
         url: String,
     },
+    /// Show a running sidecar's state: backlog, oldest event, last delivery, errors.
+    Status {
+        #[arg(long, env = "EDGE_OUTBOX_URL", default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// Print the status JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Inspect and act on parked (dead-letter) events of a running sidecar.
+    Dlq {
+        #[arg(
+            long,
+            global = true,
+            env = "EDGE_OUTBOX_URL",
+            default_value = "http://127.0.0.1:8080"
+        )]
+        url: String,
+        #[command(subcommand)]
+        action: crate::ops::DlqAction,
+    },
     /// Validate a configuration and print the effective settings (secrets redacted).
     CheckConfig(ServeArgs),
     /// Load a running sidecar over HTTP and report throughput, latency, memory and drain time.
@@ -269,6 +289,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Send { file, url } => send(&file, &url).await,
         Command::Tail(args) => quiet_broken_pipe_any(tail(args).await),
         Command::Bench(args) => bench(args).await,
+        Command::Status { url, json } => crate::ops::status(url.trim_end_matches('/'), json).await,
+        Command::Dlq { url, action } => crate::ops::dlq(url.trim_end_matches('/'), action).await,
         Command::Probe { url } => {
             let response = reqwest::Client::builder()
                 .timeout(Duration::from_secs(2))

@@ -14,3 +14,4 @@ pub use sidecar::Sidecar;
 pub mod cli;
 pub mod fuzzing;
 pub mod loadgen;
+pub mod ops;

@@ -1,0 +1,227 @@
+//! Operator commands that talk to a running sidecar's admin API: `status` (a human summary or
+//! JSON) and `dlq` (list, show, replay and purge parked events). They only read and print; the
+//! sidecar does the work, so the same checks apply as for any API client.
+
+use anyhow::{bail, Context};
+use serde_json::Value;
+use std::time::Duration;
+
+fn client() -> anyhow::Result<reqwest::Client> {
+    Ok(reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()?)
+}
+
+/// Sends a request and returns the JSON body of a success, or fails with the problem's detail.
+async fn call(request: reqwest::RequestBuilder, what: &str) -> anyhow::Result<Value> {
+    let response = request
+        .send()
+        .await
+        .with_context(|| format!("{what}: no answer"))?;
+    let status = response.status();
+    let text = response.text().await.unwrap_or_default();
+    if !status.is_success() {
+        let detail = serde_json::from_str::<Value>(&text)
+            .ok()
+            .and_then(|v| v["detail"].as_str().map(str::to_string))
+            .unwrap_or(text);
+        bail!("{what}: {status}: {detail}");
+    }
+    Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+fn age(ms: Option<u64>) -> String {
+    match ms {
+        None => "-".into(),
+        Some(ms) => humantime::format_duration(Duration::from_secs(ms / 1000)).to_string(),
+    }
+}
+
+/// `edge-outbox status`.
+pub async fn status(url: &str, json: bool) -> anyhow::Result<()> {
+    let s = call(client()?.get(format!("{url}/v1/status")), "status").await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&s)?);
+        return Ok(());
+    }
+    let store = &s["store"];
+    let relay = &s["relay"];
+    let now_ms = crate::store::now_ms();
+    let last_delivery = relay["last_delivery_ms"]
+        .as_u64()
+        .map(|t| format!("{} ago", age(Some(now_ms.saturating_sub(t)))))
+        .unwrap_or_else(|| "never".into());
+    let rows = [
+        ("version", s["version"].to_string()),
+        (
+            "uptime",
+            age(s["uptime_seconds"].as_u64().map(|s| s * 1000)),
+        ),
+        ("store writable", s["writable"].to_string()),
+        (
+            "backlog",
+            format!(
+                "{} events, {} bytes",
+                store["backlog_events"], store["backlog_bytes"]
+            ),
+        ),
+        ("oldest undelivered", age(s["oldest_age_ms"].as_u64())),
+        (
+            "cursor / next seq",
+            format!("{} / {}", store["cursor"], store["next_seq"]),
+        ),
+        ("dead letters", store["dead_letters"].to_string()),
+        ("disk use", format!("{} bytes", s["disk_bytes"])),
+        ("last delivery", last_delivery),
+        (
+            "delivered",
+            format!(
+                "{} events in {} batches",
+                relay["delivered_events"], relay["batches"]
+            ),
+        ),
+    ];
+    for (name, value) in rows {
+        println!("{name:<20} {value}");
+    }
+    if let Some(paused) = relay["paused_topics"].as_object().filter(|m| !m.is_empty()) {
+        println!("paused topics:");
+        for (topic, reason) in paused {
+            println!("  {topic}: {}", reason.as_str().unwrap_or_default());
+        }
+    }
+    if let Some(errors) = relay["last_errors"].as_object().filter(|m| !m.is_empty()) {
+        println!("last errors:");
+        for (class, e) in errors {
+            let ago = now_ms.saturating_sub(e["at_ms"].as_u64().unwrap_or(now_ms));
+            println!(
+                "  {class:<14} {} ago: {}",
+                age(Some(ago)),
+                e["message"].as_str().unwrap_or_default()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// What to do with the dead-letter table.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum DlqAction {
+    /// List parked events.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one parked event.
+    Show { seq: u64 },
+    /// Put parked events back at the end of the outbox.
+    Replay {
+        seq: Option<u64>,
+        #[arg(long, conflicts_with = "seq")]
+        all: bool,
+    },
+    /// Delete parked events.
+    Purge {
+        seq: Option<u64>,
+        #[arg(long, conflicts_with = "seq")]
+        all: bool,
+    },
+}
+
+async fn all_seqs(url: &str) -> anyhow::Result<Vec<u64>> {
+    let mut seqs = Vec::new();
+    let mut from = 0;
+    loop {
+        let page = call(
+            client()?.get(format!("{url}/v1/dlq?from={from}&limit=1000")),
+            "listing dead letters",
+        )
+        .await?;
+        let page: Vec<u64> = page
+            .as_array()
+            .map(|a| a.iter().filter_map(|d| d["seq"].as_u64()).collect())
+            .unwrap_or_default();
+        match page.last() {
+            Some(last) => from = last + 1,
+            None => return Ok(seqs),
+        }
+        seqs.extend(page);
+    }
+}
+
+fn targets(seq: Option<u64>, all: bool, verb: &str) -> anyhow::Result<Option<u64>> {
+    match (seq, all) {
+        (Some(seq), _) => Ok(Some(seq)),
+        (None, true) => Ok(None),
+        (None, false) => bail!("dlq {verb}: name a sequence number or give --all"),
+    }
+}
+
+/// `edge-outbox dlq ...`.
+pub async fn dlq(url: &str, action: DlqAction) -> anyhow::Result<()> {
+    let http = client()?;
+    match action {
+        DlqAction::List { json } => {
+            let list = call(
+                http.get(format!("{url}/v1/dlq?limit=10000")),
+                "listing dead letters",
+            )
+            .await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+                return Ok(());
+            }
+            let entries = list.as_array().cloned().unwrap_or_default();
+            println!("{:<10} {:<50} {:<40} ERROR", "SEQ", "TYPE", "ID");
+            for d in &entries {
+                println!(
+                    "{:<10} {:<50} {:<40} {}",
+                    d["seq"],
+                    d["event_type"].as_str().unwrap_or("(corrupt)"),
+                    d["event_id"].as_str().unwrap_or("-"),
+                    d["error"].as_str().unwrap_or_default()
+                );
+            }
+            println!("{} dead letters", entries.len());
+        }
+        DlqAction::Show { seq } => {
+            let d = call(
+                http.get(format!("{url}/v1/dlq/{seq}")),
+                &format!("dead letter {seq}"),
+            )
+            .await?;
+            println!("{}", serde_json::to_string_pretty(&d)?);
+        }
+        DlqAction::Replay { seq, all } => {
+            let seqs = match targets(seq, all, "replay")? {
+                Some(seq) => vec![seq],
+                None => all_seqs(url).await?,
+            };
+            for seq in &seqs {
+                let r = call(
+                    http.post(format!("{url}/v1/dlq/{seq}/replay")),
+                    &format!("replaying {seq}"),
+                )
+                .await?;
+                println!("replayed {seq} as {}", r["new_seq"]);
+            }
+            println!("{} replayed", seqs.len());
+        }
+        DlqAction::Purge { seq, all } => {
+            let seqs = match targets(seq, all, "purge")? {
+                Some(seq) => vec![seq],
+                None => all_seqs(url).await?,
+            };
+            for seq in &seqs {
+                call(
+                    http.delete(format!("{url}/v1/dlq/{seq}")),
+                    &format!("purging {seq}"),
+                )
+                .await?;
+                println!("purged {seq}");
+            }
+            println!("{} purged", seqs.len());
+        }
+    }
+    Ok(())
+}
