@@ -25,6 +25,18 @@ pub enum ErrorClass {
     Fatal,
 }
 
+impl ErrorClass {
+    /// The class as a metric label and status key.
+    pub fn name(self) -> &'static str {
+        match self {
+            ErrorClass::Retriable => "retriable",
+            ErrorClass::Permanent => "permanent",
+            ErrorClass::Configuration => "configuration",
+            ErrorClass::Fatal => "fatal",
+        }
+    }
+}
+
 /// Sorts a produce error into what the relay should do.
 pub fn classify(error: &KafkaError) -> ErrorClass {
     let code = match error {

@@ -14,4 +14,5 @@ pub use sidecar::Sidecar;
 pub mod cli;
 pub mod fuzzing;
 pub mod loadgen;
+pub mod metrics;
 pub mod ops;

@@ -71,11 +71,19 @@ impl Sidecar {
             .await?
             .with_context(|| format!("opening the store in {}", config.data_dir.display()))?;
         let catalog = Catalog::with_extra(&config.ingest.extra_types);
+        let metrics = crate::metrics::Metrics::new();
+        let flush_metrics = metrics.clone();
+        store.set_flush_observer(Arc::new(move |took| {
+            flush_metrics
+                .flush_duration_seconds
+                .observe(took.as_secs_f64())
+        }));
         let relay = Relay::new(
             store.clone(),
             config.kafka.clone(),
             config.relay.clone(),
             config.ingest.max_event_bytes as u64,
+            metrics.clone(),
         )
         .context("creating the Kafka producer")?;
         let relay_status = relay.status();
@@ -92,6 +100,7 @@ impl Sidecar {
             started: Instant::now(),
             retry_after_secs: config.relay.flush_interval.as_secs().max(1),
             max_backlog_age: config.readiness.max_backlog_age,
+            metrics,
         });
         let (shutdown, watcher) = watch::channel(false);
         let mut server_watch = watcher.clone();

@@ -30,13 +30,29 @@ pub const DUPLICATES_HEADER: &str = "x-edge-outbox-duplicates";
 
 pub async fn post_events(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> Response {
     match ingest(&app, &headers, body).await {
-        Ok(accepted) => (
-            StatusCode::ACCEPTED,
-            [(DUPLICATES_HEADER, accepted.duplicates.to_string())],
-            Json(accepted),
-        )
-            .into_response(),
-        Err(problem) => problem.into_response(),
+        Ok(accepted) => {
+            let duplicates = accepted.duplicates as u64;
+            app.metrics.duplicate_events.inc_by(duplicates);
+            app.metrics
+                .appended_events
+                .inc_by(accepted.sequences.len() as u64 - duplicates);
+            (
+                StatusCode::ACCEPTED,
+                [(DUPLICATES_HEADER, accepted.duplicates.to_string())],
+                Json(accepted),
+            )
+                .into_response()
+        }
+        Err(problem) => {
+            let reason = problem
+                .problem_type
+                .rsplit(':')
+                .next()
+                .unwrap_or("unknown")
+                .to_string();
+            app.metrics.refused(&reason);
+            problem.into_response()
+        }
     }
 }
 

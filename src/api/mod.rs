@@ -32,6 +32,7 @@ pub struct App {
     /// `Retry-After` for 503 answers, in seconds.
     pub retry_after_secs: u64,
     pub max_backlog_age: Duration,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 pub fn router(app: Arc<App>) -> Router {
@@ -40,6 +41,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/v1/status", get(status))
+        .route("/metrics", get(metrics))
         .route("/v1/topics", get(topics))
         .route("/v1/dlq", get(dlq_list))
         .route("/v1/dlq/{seq}", get(dlq_show).delete(dlq_purge))
@@ -93,6 +95,17 @@ async fn status(State(app): State<Arc<App>>) -> Response {
         "relay": relay,
     }))
     .into_response()
+}
+
+async fn metrics(State(app): State<Arc<App>>) -> Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        app.metrics.render(&app.store),
+    )
+        .into_response()
 }
 
 async fn topics(State(app): State<Arc<App>>) -> Response {

@@ -83,6 +83,7 @@ pub struct Relay {
     known_topics: BTreeSet<String>,
     /// Batches in a row that delivered nothing because of retriable errors.
     failed_rounds: u32,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// After this many fruitless rounds the producer is recreated: a broker that lost its
@@ -95,6 +96,7 @@ impl Relay {
         kafka: KafkaConfig,
         config: RelayConfig,
         largest_message: u64,
+        metrics: Arc<crate::metrics::Metrics>,
     ) -> Result<Relay, KafkaError> {
         let producer = create_producer(&kafka)?;
         let limiter = Limiter::new(
@@ -115,6 +117,7 @@ impl Relay {
             stuck_events: 0,
             known_topics: BTreeSet::new(),
             failed_rounds: 0,
+            metrics,
         })
     }
 
@@ -234,7 +237,10 @@ impl Relay {
         let started = std::time::Instant::now();
         let mut pending = Vec::with_capacity(records.len());
         for (_, record) in &records {
-            self.limiter.wait(record.message.size()).await;
+            let waited = self.limiter.wait(record.message.size()).await;
+            self.metrics
+                .limiter_wait_seconds
+                .inc_by(waited.as_secs_f64());
             let future = loop {
                 let message = &record.message;
                 let produce = FutureRecord::to(&message.topic)
@@ -290,7 +296,7 @@ impl Relay {
                     delivered.push((*seq, record));
                     self.release(&pair, *seq);
                 }
-                Outcome::Failed(error) => match classify(&error) {
+                Outcome::Failed(error) => match self.count_error(&error) {
                     ErrorClass::Permanent => {
                         tracing::warn!(seq, topic = %pair.0, %error, "parking a message the broker refuses");
                         self.note_error("permanent", format!("seq {seq}: {error}"));
@@ -350,6 +356,14 @@ impl Relay {
                 lag_ms,
                 "delivered batch"
             );
+            for (_, record) in &delivered {
+                self.metrics
+                    .published(&record.message.topic, record.message.size() as u64);
+            }
+            self.metrics.batch_events.observe(delivered.len() as f64);
+            self.metrics
+                .batch_duration_seconds
+                .observe(took.as_secs_f64());
             {
                 let mut status = self.status.lock().expect("lock");
                 status.last_delivery_ms = Some(now_ms());
@@ -374,6 +388,9 @@ impl Relay {
             }
         }
         self.publish_status();
+        self.metrics
+            .broker_reachable
+            .set(if retriable > 0 { 0 } else { 1 });
         if retriable > 0 && delivered.is_empty() {
             self.failed_rounds += 1;
         } else {
@@ -402,6 +419,13 @@ impl Relay {
         }
         self.backoff = self.config.retry_backoff_min;
         Flow::Continue
+    }
+
+    /// Classifies a failed message and counts it.
+    fn count_error(&self, error: &KafkaError) -> ErrorClass {
+        let class = classify(error);
+        self.metrics.produce_error(class.name());
+        class
     }
 
     /// Pauses a topic whose messages the cluster cannot take as configured (missing topic,

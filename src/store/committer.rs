@@ -205,6 +205,7 @@ impl Committer {
         ] {
             batch.insert(keys::meta(name), &value.to_be_bytes());
         }
+        let flush_started = Instant::now();
         let outcome = self
             .tree
             .apply_batch(batch)
@@ -217,6 +218,10 @@ impl Committer {
             });
         match outcome {
             Ok(()) => {
+                let observer = self.shared.flush_observer.lock().expect("lock").clone();
+                if let Some(observe) = observer {
+                    observe(flush_started.elapsed());
+                }
                 self.stats = stats;
                 *self.shared.stats.lock().expect("stats lock") = stats;
                 for a in answers {

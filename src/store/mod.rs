@@ -100,7 +100,12 @@ struct Shared {
     /// Set when a write or sync failed: from then on the store refuses writes.
     broken: AtomicBool,
     broken_reason: Mutex<Option<String>>,
+    /// Told how long each commit group's flush + fdatasync took.
+    flush_observer: Mutex<Option<FlushObserver>>,
 }
+
+/// A callback for the duration of each durable flush (for metrics).
+pub type FlushObserver = Arc<dyn Fn(Duration) + Send + Sync>;
 
 /// A handle to the outbox; cheap to clone.
 #[derive(Clone)]
@@ -135,6 +140,7 @@ impl Store {
             appended: Notify::new(),
             broken: AtomicBool::new(false),
             broken_reason: Mutex::new(None),
+            flush_observer: Mutex::new(None),
         });
         let (commands, receiver) = mpsc::unbounded_channel();
         let committer = Committer::new(
@@ -290,6 +296,11 @@ impl Store {
     /// Resolves after the next commit that appended events.
     pub async fn appended(&self) {
         self.shared.appended.notified().await
+    }
+
+    /// Registers a callback told the duration of every durable flush.
+    pub fn set_flush_observer(&self, observer: FlushObserver) {
+        *self.shared.flush_observer.lock().expect("lock") = Some(observer);
     }
 
     /// `None` while the store accepts writes, else why it does not.
