@@ -202,3 +202,49 @@ async fn unknown_types_pass_when_allowed_and_health_endpoints_answer() {
     assert!(status["store"]["next_seq"].as_u64().unwrap() >= 2);
     sidecar.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_turns_unready_while_the_broker_is_away_and_ready_after() {
+    let kafka = DevBroker::start(1, &Catalog::builtin().topics(), 1).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(&kafka.bootstrap_servers(), dir.path());
+    config.readiness.max_backlog_age = std::time::Duration::from_millis(500);
+    let sidecar = start(config).await;
+    let addr = sidecar.addr();
+    let ready = || async move {
+        let r = reqwest::get(format!("http://{addr}/readyz")).await.unwrap();
+        (
+            r.status().as_u16(),
+            r.json::<serde_json::Value>().await.unwrap(),
+        )
+    };
+    assert_eq!(ready().await.0, 200);
+    kafka.cluster().broker_down(1).unwrap();
+    post_ok(
+        addr,
+        &event("eventzr.integration-hub.sync.started.v1", "r-1", "t", 0),
+    )
+    .await;
+    wait_for(
+        "/readyz to fail",
+        std::time::Duration::from_secs(30),
+        || async move { ready().await.0 == 503 },
+    )
+    .await;
+    let (_, body) = ready().await;
+    assert!(
+        body["reasons"][0]
+            .as_str()
+            .unwrap()
+            .contains("oldest undelivered event"),
+        "{body}"
+    );
+    kafka.cluster().broker_up(1).unwrap();
+    wait_for(
+        "/readyz to pass again",
+        std::time::Duration::from_secs(60),
+        || async move { ready().await.0 == 200 },
+    )
+    .await;
+    sidecar.shutdown().await.unwrap();
+}
