@@ -81,6 +81,21 @@ pub enum Command {
         #[command(subcommand)]
         action: crate::ops::DlqAction,
     },
+    /// Inspect a stopped store: counters, a checksum pass, or JSON-lines export.
+    Inspect {
+        /// The store's directory.
+        #[arg(long, env = "EDGE_OUTBOX_DATA_DIR", default_value = "./data")]
+        data_dir: PathBuf,
+        /// Decode every record and dead letter and report corrupt ones.
+        #[arg(long)]
+        verify: bool,
+        /// Export the backlog (`backlog`) or the dead letters (`dead`) as JSON lines.
+        #[arg(long, value_parser = ["backlog", "dead"])]
+        export: Option<String>,
+        /// Where to export to [default: standard output].
+        #[arg(long, requires = "export")]
+        output: Option<PathBuf>,
+    },
     /// Validate a configuration and print the effective settings (secrets redacted).
     CheckConfig(ServeArgs),
     /// Load a running sidecar over HTTP and report throughput, latency, memory and drain time.
@@ -291,6 +306,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(args) => bench(args).await,
         Command::Status { url, json } => crate::ops::status(url.trim_end_matches('/'), json).await,
         Command::Dlq { url, action } => crate::ops::dlq(url.trim_end_matches('/'), action).await,
+        Command::Inspect {
+            data_dir,
+            verify,
+            export,
+            output,
+        } => inspect(&data_dir, verify, export.as_deref(), output.as_ref()),
         Command::Probe { url } => {
             let response = reqwest::Client::builder()
                 .timeout(Duration::from_secs(2))
@@ -326,6 +347,62 @@ fn quiet_broken_pipe_any(result: anyhow::Result<()>) -> anyhow::Result<()> {
         }
         other => other,
     }
+}
+
+fn progress_bar(len: u64, what: &str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(len);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} ({eta})")
+            .expect("a valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_message(what.to_string());
+    bar
+}
+
+fn inspect(
+    dir: &std::path::Path,
+    verify: bool,
+    export: Option<&str>,
+    output: Option<&PathBuf>,
+) -> anyhow::Result<()> {
+    let inspector = crate::store::inspect::Inspector::open(dir)?;
+    let summary = inspector.summary()?;
+    eprintln!("{}", serde_json::to_string_pretty(&summary)?);
+    if verify {
+        let bar = progress_bar(summary.backlog_events + summary.dead_letters, "verifying");
+        let result = inspector.verify(|| bar.inc(1))?;
+        bar.finish_and_clear();
+        println!("{}", serde_json::to_string_pretty(&result)?);
+        if !result.corrupt.is_empty() {
+            bail!("{} corrupt values", result.corrupt.len());
+        }
+    }
+    if let Some(which) = export {
+        let dead = which == "dead";
+        let total = if dead {
+            summary.dead_letters
+        } else {
+            summary.backlog_events
+        };
+        let bar = progress_bar(total, "exporting");
+        let written = match output {
+            Some(path) => {
+                let mut file = std::io::BufWriter::new(
+                    std::fs::File::create(path)
+                        .with_context(|| format!("creating {}", path.display()))?,
+                );
+                inspector.export(dead, &mut file, || bar.inc(1))?
+            }
+            None => inspector.export(dead, &mut std::io::stdout().lock(), || bar.inc(1))?,
+        };
+        bar.finish_and_clear();
+        eprintln!(
+            "exported {written} {}",
+            if dead { "dead letters" } else { "events" }
+        );
+    }
+    Ok(())
 }
 
 async fn create_topics(config: &Config, topics: &[String], json: bool) -> anyhow::Result<()> {

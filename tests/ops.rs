@@ -86,3 +86,81 @@ async fn status_and_dead_letter_commands() {
     assert!(stdout(&run(&url, &["dlq", "list"])).contains("0 dead letters"));
     sidecar.shutdown().await.unwrap();
 }
+
+fn inspect(dir: &std::path::Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_edge-outbox"))
+        .args(["inspect", "--data-dir"])
+        .arg(dir)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inspect_counts_verifies_and_exports_a_stopped_store() {
+    use edge_outbox::store::{keys, Store, StoreConfig};
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    // A store with five events, one of them parked, then stopped.
+    let sidecar = start(test_config("127.0.0.1:9", &data)).await;
+    let t = "eventzr.integration-hub.provider.updated.v1";
+    for n in 0..5 {
+        post_ok(sidecar.addr(), &event(t, &format!("i-{n}"), "tenant-i", n)).await;
+    }
+    sidecar
+        .store()
+        .park(2, "parked by the test".into())
+        .await
+        .unwrap();
+    // While it runs, the store is refused with a clear reason.
+    let busy = inspect(&data, &[]);
+    assert!(!busy.status.success());
+    assert!(String::from_utf8_lossy(&busy.stderr).contains("still running"));
+    sidecar.shutdown().await.unwrap();
+
+    let ok = inspect(&data, &["--verify"]);
+    let report: serde_json::Value = serde_json::from_str(&stdout(&ok)).unwrap();
+    assert_eq!(report["records_ok"], 4);
+    assert_eq!(report["dead_letters_ok"], 1);
+    let summary = String::from_utf8_lossy(&ok.stderr);
+    assert!(summary.contains("\"backlog_events\": 4"), "{summary}");
+    assert!(summary.contains("\"dead_letters\": 1"), "{summary}");
+
+    let export = dir.path().join("backlog.jsonl");
+    let out = inspect(
+        &data,
+        &["--export", "backlog", "--output", export.to_str().unwrap()],
+    );
+    assert!(out.status.success());
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&export)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 4);
+    assert_eq!(lines[0]["event"]["id"], "i-0");
+    assert_eq!(lines[0]["key"], "tenant-i");
+    let dead = stdout(&inspect(&data, &["--export", "dead"]));
+    assert!(
+        dead.contains("parked by the test") && dead.contains("\"i-1\""),
+        "{dead}"
+    );
+
+    // A flipped byte is found and named.
+    {
+        let db = sled::open(&data).unwrap();
+        let tree = db.open_tree("outbox").unwrap();
+        let mut value = tree.get(keys::event(4)).unwrap().unwrap().to_vec();
+        let last = value.len() - 1;
+        value[last] ^= 1;
+        tree.insert(keys::event(4), value).unwrap();
+        db.flush().unwrap();
+    }
+    let bad = inspect(&data, &["--verify"]);
+    assert!(!bad.status.success());
+    let report: serde_json::Value = serde_json::from_slice(&bad.stdout).unwrap();
+    assert_eq!(report["corrupt"][0][1], 4);
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("1 corrupt values"));
+    // The store itself still opens.
+    drop(Store::open(StoreConfig::new(&data)).unwrap());
+}

@@ -6,6 +6,7 @@
 mod committer;
 pub mod disk;
 pub mod durable;
+pub mod inspect;
 pub mod keys;
 pub mod record;
 
