@@ -56,11 +56,13 @@ pub fn binary_request(data: &[u8]) {
     }
 }
 
-/// Stored records: decoding never panics nor over-allocates; a decoded record re-encodes to
-/// the same bytes.
+/// Stored records: decoding never panics nor over-allocates; a decoded record survives an
+/// encode/decode round trip. (Not byte equality: bincode accepts non-minimal varints, and
+/// libFuzzer forges matching checksums, so several byte strings may decode to one record.)
 pub fn stored_record(data: &[u8]) {
     if let Ok(record) = decode::<Record>(data) {
-        assert_eq!(encode(&record), data);
+        let again = decode::<Record>(&encode(&record)).expect("a re-encoded record decodes");
+        assert_eq!(again, record);
     }
     let _ = decode::<DeadLetter>(data);
 }
