@@ -172,25 +172,12 @@ async fn broker_killed_longer_than_the_delivery_timeout_then_restarted_loses_not
     );
     broker.restart();
     sidecar.wait_drained(Duration::from_secs(120)).await;
-    let consumed = consume_async(
-        &broker.bootstrap(),
-        std::slice::from_ref(&topic),
-        acked.len(),
-        Duration::from_secs(60),
-    )
-    .await;
-    let ids: HashSet<String> = consumed
-        .iter()
-        .map(|m| m.headers["ce_id"].clone())
-        .collect();
-    for id in &acked {
-        assert!(ids.contains(id), "{id} lost");
-    }
+    let consumed = assert_all_delivered(&broker.bootstrap(), &topic, &acked).await;
     eprintln!(
         "broker outage: {} acknowledged, {} delivered, {} duplicates",
         acked.len(),
         consumed.len(),
-        consumed.len() - ids.len()
+        consumed.len() - acked.len()
     );
 }
 
@@ -380,20 +367,7 @@ async fn a_full_volume_answers_503_while_stored_events_drain_and_recovers() {
     // The stored events drain once the broker is back.
     broker.restart();
     sidecar.wait_drained(Duration::from_secs(120)).await;
-    let consumed = consume_async(
-        &broker.bootstrap(),
-        std::slice::from_ref(&topic),
-        acked.len(),
-        Duration::from_secs(60),
-    )
-    .await;
-    let ids: HashSet<String> = consumed
-        .iter()
-        .map(|m| m.headers["ce_id"].clone())
-        .collect();
-    for id in &acked {
-        assert!(ids.contains(id), "{id} lost");
-    }
+    assert_all_delivered(&broker.bootstrap(), &topic, &acked).await;
     // Space comes back: appends are accepted again.
     if let Some(filler) = &filler {
         std::fs::remove_file(filler).unwrap();

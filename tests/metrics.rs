@@ -6,7 +6,6 @@ mod common;
 use common::*;
 use edge_outbox::catalog::Catalog;
 use edge_outbox::kafka::DevBroker;
-use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -33,21 +32,7 @@ async fn metric_values_after_a_scripted_run() {
         post_ok(addr, &event(t, &format!("m-{n}"), "tenant-m", n)).await;
     }
     wait_store_drained(sidecar.store(), Duration::from_secs(30)).await;
-    kafka.cluster().request_errors(
-        RDKafkaApiKey::Produce,
-        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE],
-    );
-    post_ok(addr, &event(t, "poison", "tenant-m", 99)).await;
-    let store = sidecar.store().clone();
-    wait_for(
-        "the poison event to be parked",
-        Duration::from_secs(30),
-        || {
-            let store = store.clone();
-            async move { store.stats().dead_letters == 1 }
-        },
-    )
-    .await;
+    post_poison(&kafka, &sidecar, &event(t, "poison", "tenant-m", 99)).await;
     post_ok(addr, &event(t, "m-0", "tenant-m", 0)).await; // a repeat
     let mut invalid = event(t, "bad", "tenant-m", 0);
     invalid["time"] = serde_json::json!("never");

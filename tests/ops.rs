@@ -6,9 +6,7 @@ mod common;
 use common::*;
 use edge_outbox::catalog::Catalog;
 use edge_outbox::kafka::DevBroker;
-use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 use std::process::{Command, Output};
-use std::time::Duration;
 
 fn run(url: &str, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_edge-outbox"))
@@ -34,17 +32,7 @@ async fn status_and_dead_letter_commands() {
     let sidecar = start(test_config(&kafka.bootstrap_servers(), dir.path())).await;
     let url = format!("http://{}", sidecar.addr());
     let t = "eventzr.integration-hub.webhook.failed.v1";
-    kafka.cluster().request_errors(
-        RDKafkaApiKey::Produce,
-        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE],
-    );
-    post_ok(sidecar.addr(), &event(t, "parked-1", "tenant-o", 0)).await;
-    let store = sidecar.store().clone();
-    wait_for("the event to be parked", Duration::from_secs(30), || {
-        let store = store.clone();
-        async move { store.stats().dead_letters == 1 }
-    })
-    .await;
+    post_poison(&kafka, &sidecar, &event(t, "parked-1", "tenant-o", 0)).await;
 
     let text = stdout(&run(&url, &["status"]));
     assert!(text.contains("dead letters         1"), "{text}");

@@ -7,7 +7,6 @@ mod common;
 use common::*;
 use edge_outbox::catalog::Catalog;
 use edge_outbox::kafka::{murmur2_partition, DevBroker};
-use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::time::Duration;
@@ -227,21 +226,13 @@ async fn a_permanent_produce_error_parks_the_event_and_later_events_flow() {
     let addr = sidecar.addr();
     let poison_type = "eventzr.integration-hub.sync.failed.v1";
     // The broker refuses the next produce request as too large, whatever it holds.
-    kafka.cluster().request_errors(
-        RDKafkaApiKey::Produce,
-        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE],
-    );
-    post_ok(addr, &event(poison_type, "poison", "tenant-p", 0)).await;
-    let store = sidecar.store().clone();
-    wait_for(
-        "the poison event to be parked",
-        Duration::from_secs(30),
-        || {
-            let store = store.clone();
-            async move { store.stats().dead_letters == 1 }
-        },
+    post_poison(
+        &kafka,
+        &sidecar,
+        &event(poison_type, "poison", "tenant-p", 0),
     )
     .await;
+    let store = sidecar.store().clone();
     let dead = store.dead_letters(0, 10).unwrap();
     assert_eq!(dead.len(), 1);
     assert!(

@@ -108,6 +108,41 @@ pub async fn post_ok(addr: SocketAddr, event: &Value) -> Answer {
     answer
 }
 
+/// Posts `event` while the mock broker refuses the next produce request as too large, and
+/// waits until the sidecar has parked it.
+pub async fn post_poison(kafka: &edge_outbox::kafka::DevBroker, sidecar: &Sidecar, event: &Value) {
+    kafka.cluster().request_errors(
+        rdkafka::types::RDKafkaApiKey::Produce,
+        &[rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE],
+    );
+    let parked = sidecar.store().stats().dead_letters + 1;
+    post_ok(sidecar.addr(), event).await;
+    let store = sidecar.store();
+    wait_for(
+        "the poison event to be parked",
+        Duration::from_secs(30),
+        || async move { store.stats().dead_letters == parked },
+    )
+    .await;
+}
+
+/// Consumes `topic` and checks that every id of `acked` is there; returns what was read.
+pub async fn assert_all_delivered(brokers: &str, topic: &str, acked: &[String]) -> Vec<Consumed> {
+    let consumed = consume_async(
+        brokers,
+        &[topic.to_string()],
+        acked.len(),
+        Duration::from_secs(60),
+    )
+    .await;
+    let ids: std::collections::HashSet<&String> =
+        consumed.iter().map(|m| &m.headers["ce_id"]).collect();
+    for id in acked {
+        assert!(ids.contains(id), "{id} lost");
+    }
+    consumed
+}
+
 /// Waits until an in-process sidecar's store has no undelivered event.
 pub async fn wait_store_drained(store: &edge_outbox::store::Store, timeout: Duration) {
     wait_for("the backlog to drain", timeout, || async move {
