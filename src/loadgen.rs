@@ -58,8 +58,11 @@ pub struct LoadReport {
 
 /// A realistic integration-hub event of about `payload_bytes`.
 pub fn sample_event(catalog: &Catalog, n: u64, tenants: u64, payload_bytes: usize) -> Value {
-    let types: Vec<&str> = catalog.entries().map(|e| e.event_type.as_str()).collect();
-    let event_type = types[(n % types.len() as u64) as usize];
+    let event_type = &catalog
+        .entries()
+        .nth((n % catalog.len() as u64) as usize)
+        .expect("the catalogue is not empty")
+        .event_type;
     let tenant = format!("a{:07}-0000-0000-0000-{:012}", n % tenants, n % tenants);
     let mut event = json!({
         "specversion": "1.0",

@@ -41,8 +41,7 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn new() -> Arc<Metrics> {
-        let mut registry = Registry::default();
-        let m = Metrics {
+        let mut m = Metrics {
             backlog_events: Gauge::default(),
             backlog_bytes: Gauge::default(),
             oldest_age_seconds: Gauge::default(),
@@ -61,7 +60,7 @@ impl Metrics {
             broker_reachable: Gauge::default(),
             registry: Registry::default(),
         };
-        let r = &mut registry;
+        let r = &mut m.registry;
         r.register(
             "edge_outbox_backlog_events",
             "Undelivered events in the store",
@@ -142,7 +141,7 @@ impl Metrics {
             "1 while the last batch was delivered without transient failures",
             m.broker_reachable.clone(),
         );
-        Arc::new(Metrics { registry, ..m })
+        Arc::new(m)
     }
 
     pub fn refused(&self, reason: &str) {

@@ -309,7 +309,9 @@ impl Group<'_> {
         // First decide, without changing anything, which events are new.
         let mut outcomes: Vec<Option<Appended>> = Vec::with_capacity(events.len());
         let mut fresh: Vec<(usize, Vec<u8>, Vec<u8>)> = Vec::new();
-        let mut in_request: HashMap<Vec<u8>, usize> = HashMap::new();
+        // First index of each new pair in this request, and later repeats -> that index.
+        let mut first_in_request: HashMap<Vec<u8>, usize> = HashMap::new();
+        let mut repeat_of: HashMap<usize, usize> = HashMap::new();
         let mut new_bytes = 0u64;
         for (i, event) in events.iter().enumerate() {
             let dedup_key = keys::dedup(&event.event_source, &event.event_id);
@@ -320,9 +322,9 @@ impl Group<'_> {
                 }));
                 continue;
             }
-            if let Some(&first) = in_request.get(&dedup_key) {
+            if let Some(&first) = first_in_request.get(&dedup_key) {
                 outcomes.push(None);
-                in_request.insert(format!("dup:{i}").into_bytes(), first);
+                repeat_of.insert(i, first);
                 continue;
             }
             let stored = self
@@ -340,7 +342,7 @@ impl Group<'_> {
             }
             let encoded = record::encode(event);
             new_bytes += encoded.len() as u64;
-            in_request.insert(dedup_key.clone(), i);
+            first_in_request.insert(dedup_key.clone(), i);
             fresh.push((i, dedup_key, encoded));
             outcomes.push(None);
         }
@@ -392,12 +394,9 @@ impl Group<'_> {
             .into_iter()
             .enumerate()
             .map(|(i, outcome)| {
-                outcome.unwrap_or_else(|| {
-                    let first = in_request[format!("dup:{i}").as_bytes()];
-                    Appended {
-                        seq: seq_of_index[&first],
-                        duplicate: true,
-                    }
+                outcome.unwrap_or_else(|| Appended {
+                    seq: seq_of_index[&repeat_of[&i]],
+                    duplicate: true,
                 })
             })
             .collect())
