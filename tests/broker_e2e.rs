@@ -28,18 +28,24 @@ fn config_file(dir: &Path, extra: &str) -> std::path::PathBuf {
     path
 }
 
+/// A tansu broker with `topics` created, and the real sidecar binary against it with the test
+/// configuration plus `extra`. Dropping them stops both.
+async fn setup(topics: &[String], extra: &str) -> (Tansu, tempfile::TempDir, SidecarProcess) {
+    let broker = Tansu::start();
+    if !topics.is_empty() {
+        broker.create_topics(topics, PARTITIONS);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_file(dir.path(), extra);
+    let sidecar =
+        SidecarProcess::start(&config, &dir.path().join("data"), &broker.bootstrap()).await;
+    (broker, dir, sidecar)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn all_36_types_arrive_on_the_java_partition_with_headers_and_payload() {
-    let broker = Tansu::start();
     let catalog = Catalog::builtin();
-    broker.create_topics(&catalog.topics(), PARTITIONS);
-    let dir = tempfile::tempdir().unwrap();
-    let sidecar = SidecarProcess::start(
-        &config_file(dir.path(), ""),
-        &dir.path().join("data"),
-        &broker.bootstrap(),
-    )
-    .await;
+    let (broker, _dir, sidecar) = setup(&catalog.topics(), "").await;
     let mut expected = HashMap::new();
     for (i, entry) in catalog.entries().enumerate() {
         let tenant = format!("a000000{}-0000-0000-0000-00000000000{}", i % 7, i % 7);
@@ -76,13 +82,9 @@ async fn all_36_types_arrive_on_the_java_partition_with_headers_and_payload() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn order_per_tenant_holds_across_batches() {
-    let broker = Tansu::start();
     let topic = "eventzr.integration-hub.whatsapp.message.delivered.v1".to_string();
-    broker.create_topics(std::slice::from_ref(&topic), PARTITIONS);
-    let dir = tempfile::tempdir().unwrap();
-    let config = config_file(dir.path(), "batch_max_events = 7\n");
-    let sidecar =
-        SidecarProcess::start(&config, &dir.path().join("data"), &broker.bootstrap()).await;
+    let (broker, _dir, sidecar) =
+        setup(std::slice::from_ref(&topic), "batch_max_events = 7\n").await;
     let addr = sidecar.addr();
     let mut clients = Vec::new();
     for t in 0..5u64 {
@@ -133,13 +135,12 @@ async fn order_per_tenant_holds_across_batches() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_killed_longer_than_the_delivery_timeout_then_restarted_loses_nothing() {
-    let mut broker = Tansu::start();
     let topic = "eventzr.integration-hub.execution.failed.v1".to_string();
-    broker.create_topics(std::slice::from_ref(&topic), PARTITIONS);
-    let dir = tempfile::tempdir().unwrap();
-    let config = config_file(dir.path(), "[kafka]\ndelivery_timeout = \"1s\"\n");
-    let sidecar =
-        SidecarProcess::start(&config, &dir.path().join("data"), &broker.bootstrap()).await;
+    let (mut broker, _dir, sidecar) = setup(
+        std::slice::from_ref(&topic),
+        "[kafka]\ndelivery_timeout = \"1s\"\n",
+    )
+    .await;
     let addr = sidecar.addr();
     let mut acked = Vec::new();
     for n in 0..20u64 {
@@ -192,17 +193,9 @@ async fn sidecar_killed_twenty_times_loses_no_acknowledged_event() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_topic_pauses_only_itself() {
-    let broker = Tansu::start();
     let present = "eventzr.integration-hub.oauth.connected.v1".to_string();
     let missing = "eventzr.integration-hub.oauth.expired.v1".to_string();
-    broker.create_topics(std::slice::from_ref(&present), PARTITIONS);
-    let dir = tempfile::tempdir().unwrap();
-    let sidecar = SidecarProcess::start(
-        &config_file(dir.path(), ""),
-        &dir.path().join("data"),
-        &broker.bootstrap(),
-    )
-    .await;
+    let (broker, _dir, sidecar) = setup(std::slice::from_ref(&present), "").await;
     post_ok(sidecar.addr(), &event(&missing, "m-1", "tenant-m", 0)).await;
     post_ok(sidecar.addr(), &event(&present, "p-1", "tenant-m", 1)).await;
     let consumed = consume_async(
@@ -241,14 +234,8 @@ async fn a_missing_topic_pauses_only_itself() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn create_topics_setting_provisions_the_catalogue_at_start() {
-    let broker = Tansu::start();
-    let dir = tempfile::tempdir().unwrap();
-    let config = config_file(
-        dir.path(),
-        "[kafka]\ncreate_topics = true\ntopic_partitions = 2\n",
-    );
-    let sidecar =
-        SidecarProcess::start(&config, &dir.path().join("data"), &broker.bootstrap()).await;
+    let (broker, _dir, sidecar) =
+        setup(&[], "[kafka]\ncreate_topics = true\ntopic_partitions = 2\n").await;
     let topic = "eventzr.integration-hub.budget.threshold-reached.v1".to_string();
     post_ok(sidecar.addr(), &event(&topic, "b-1", "tenant-b", 0)).await;
     let consumed = consume_async(
