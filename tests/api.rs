@@ -190,14 +190,7 @@ async fn unknown_types_pass_when_allowed_and_health_endpoints_answer() {
         .await
         .unwrap();
     assert_eq!(ready.status(), 200);
-    let status: serde_json::Value = client
-        .get(format!("http://{addr}/v1/status"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status: serde_json::Value = get_json(&format!("http://{addr}/v1/status")).await;
     assert_eq!(status["writable"], true);
     assert!(status["store"]["next_seq"].as_u64().unwrap() >= 2);
     sidecar.shutdown().await.unwrap();

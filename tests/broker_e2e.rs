@@ -416,12 +416,7 @@ async fn a_corrupted_record_is_quarantined_and_the_rest_delivered() {
         vec![0, 1, 2, 3, 5, 6, 7, 8, 9],
         "all but the corrupt record (seq 5 = n 4)"
     );
-    let dlq: serde_json::Value = reqwest::get(format!("{}/v1/dlq", sidecar.url()))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let dlq: serde_json::Value = get_json(&format!("{}/v1/dlq", sidecar.url())).await;
     assert_eq!(dlq[0]["seq"], 5);
     assert!(
         dlq[0]["error"].as_str().unwrap().contains("corrupt"),

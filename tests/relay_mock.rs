@@ -252,14 +252,7 @@ async fn a_permanent_produce_error_parks_the_event_and_later_events_flow() {
     assert_eq!(consumed[0].headers["ce_id"], "healthy");
     // The dead letter can be seen, replayed and is then delivered.
     let client = reqwest::Client::new();
-    let list: Value = client
-        .get(format!("http://{addr}/v1/dlq"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: Value = get_json(&format!("http://{addr}/v1/dlq")).await;
     assert_eq!(list[0]["event_id"], "poison");
     let seq = list[0]["seq"].as_u64().unwrap();
     let replay = client

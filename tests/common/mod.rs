@@ -108,6 +108,11 @@ pub async fn post_ok(addr: SocketAddr, event: &Value) -> Answer {
     answer
 }
 
+/// GET `url` and parse the JSON answer.
+pub async fn get_json(url: &str) -> Value {
+    reqwest::get(url).await.unwrap().json().await.unwrap()
+}
+
 /// Posts `event` while the mock broker refuses the next produce request as too large, and
 /// waits until the sidecar has parked it.
 pub async fn post_poison(kafka: &edge_outbox::kafka::DevBroker, sidecar: &Sidecar, event: &Value) {
