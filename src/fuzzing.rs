@@ -24,16 +24,15 @@ pub fn batch(data: &[u8]) {
     }
 }
 
-/// Binary-mode requests: `name:value` header lines, an empty line, then the body. An
-/// accepted event is valid.
-pub fn binary_request(data: &[u8]) {
+/// Splits fuzz input into `name:value` header lines, an empty line, and the body.
+fn request_parts(data: &[u8]) -> (Vec<(String, Vec<u8>)>, &[u8]) {
     let split = data
         .windows(2)
         .position(|w| w == b"\n\n")
         .unwrap_or(data.len());
     let (head, body) = data.split_at(split);
     let body = body.get(2..).unwrap_or_default();
-    let headers: Vec<(String, Vec<u8>)> = head
+    let headers = head
         .split(|b| *b == b'\n')
         .filter_map(|line| {
             let colon = line.iter().position(|b| *b == b':')?;
@@ -41,6 +40,13 @@ pub fn binary_request(data: &[u8]) {
             Some((name, line[colon + 1..].to_vec()))
         })
         .collect();
+    (headers, body)
+}
+
+/// Binary-mode requests: `name:value` header lines, an empty line, then the body. An
+/// accepted event is valid.
+pub fn binary_request(data: &[u8]) {
+    let (headers, body) = request_parts(data);
     let pairs: Vec<(&str, &[u8])> = headers
         .iter()
         .map(|(n, v)| (n.as_str(), v.as_slice()))
@@ -77,6 +83,88 @@ pub fn config_file(data: &[u8]) {
     }
 }
 
+/// The ingest endpoint and store of [`http_ingest`], made once per process.
+struct IngestHarness {
+    runtime: tokio::runtime::Runtime,
+    router: axum::Router,
+    store: crate::store::Store,
+}
+
+fn ingest_harness() -> &'static IngestHarness {
+    static HARNESS: std::sync::OnceLock<IngestHarness> = std::sync::OnceLock::new();
+    HARNESS.get_or_init(|| {
+        // One store per process, in the temp directory (statics are never dropped, so it stays).
+        let dir = std::env::temp_dir().join(format!("edge-outbox-fuzz-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut config = crate::store::StoreConfig::new(&dir);
+        config.min_free_bytes = 0;
+        config.max_backlog_events = u64::MAX;
+        config.max_backlog_bytes = u64::MAX;
+        let store = crate::store::Store::open(config).expect("the fuzz store opens");
+        let app = crate::api::App {
+            store: store.clone(),
+            catalog: crate::catalog::Catalog::builtin(),
+            ingest: crate::config::IngestConfig {
+                max_event_bytes: 64 * 1024,
+                max_request_bytes: 256 * 1024,
+                ..Default::default()
+            },
+            mode: crate::event::kafka::KafkaMode::Binary,
+            relay: Default::default(),
+            started: std::time::Instant::now(),
+            retry_after_secs: 1,
+            max_backlog_age: std::time::Duration::from_secs(300),
+            metrics: crate::metrics::Metrics::new(),
+        };
+        IngestHarness {
+            runtime: tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime"),
+            router: crate::api::router(std::sync::Arc::new(app)),
+            store,
+        }
+    })
+}
+
+/// The whole HTTP ingest request (headers and body) through the real handler and store: a
+/// refused request is a problem+json answer and leaves the store exactly as it was.
+pub fn http_ingest(data: &[u8]) {
+    use tower::ServiceExt;
+    let harness = ingest_harness();
+    let (headers, body) = request_parts(data);
+    let mut request = axum::http::Request::post("/v1/events");
+    for (name, value) in &headers {
+        let (Ok(name), Ok(value)) = (
+            axum::http::HeaderName::from_bytes(name.as_bytes()),
+            axum::http::HeaderValue::from_bytes(value),
+        ) else {
+            continue;
+        };
+        request = request.header(name, value);
+    }
+    let Ok(request) = request.body(axum::body::Body::from(body.to_vec())) else {
+        return;
+    };
+    let before = harness.store.stats();
+    let response = harness
+        .runtime
+        .block_on(harness.router.clone().oneshot(request))
+        .expect("the router answers");
+    if response.status() != axum::http::StatusCode::ACCEPTED {
+        assert_eq!(
+            harness.store.stats(),
+            before,
+            "a refused request changed the store"
+        );
+        let content_type = response
+            .headers()
+            .get(axum::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok());
+        assert_eq!(content_type, Some("application/problem+json"));
+    }
+}
+
 /// The property for a fuzz target's name.
 pub fn property(target: &str) -> Option<fn(&[u8])> {
     Some(match target {
@@ -85,6 +173,7 @@ pub fn property(target: &str) -> Option<fn(&[u8])> {
         "binary_headers" => binary_request,
         "record_decode" => stored_record,
         "config_toml" => config_file,
+        "http_ingest" => http_ingest,
         _ => return None,
     })
 }
