@@ -5,6 +5,7 @@
 mod common;
 
 use common::*;
+use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -45,6 +46,8 @@ async fn the_answer_is_written_only_after_fdatasync() {
         .env("RUST_LOG", "off")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
+        // Its own process group: killing strace alone would leave the traced sidecar running.
+        .process_group(0)
         .spawn()
         .unwrap();
     let client = reqwest::Client::new();
@@ -72,7 +75,10 @@ async fn the_answer_is_written_only_after_fdatasync() {
         let answer = post_event(format!("127.0.0.1:{port}").parse().unwrap(), &e).await;
         assert_eq!(answer.status, 202);
     }
-    child.kill().unwrap();
+    // SIGKILL to the whole group: strace and the sidecar it traces.
+    let group = child.id() as i32;
+    // SAFETY: kill(2) with a negative pid signals that process group; no memory is touched.
+    assert_eq!(unsafe { libc::kill(-group, libc::SIGKILL) }, 0);
     child.wait().unwrap();
 
     let text = std::fs::read_to_string(&trace).unwrap();
