@@ -6,7 +6,7 @@ use super::problem::Problem;
 use super::App;
 use crate::event::kafka::to_message;
 use crate::event::{http, ErrorKind, EventError};
-use crate::store::{now_ms, Record, StoreError};
+use crate::store::{now_ms, Record};
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
@@ -126,15 +126,11 @@ async fn ingest(app: &App, headers: &HeaderMap, body: Body) -> Result<Accepted, 
             message,
         });
     }
-    let answers = app.store.append(records).await.map_err(|e| {
-        let (slug, title) = match e {
-            StoreError::BacklogFull { .. } => ("backlog-full", "Backlog full"),
-            StoreError::DiskFull { .. } => ("disk-full", "Data volume nearly full"),
-            _ => ("store-unavailable", "Store unavailable"),
-        };
-        Problem::new(StatusCode::SERVICE_UNAVAILABLE, slug, title, e.to_string())
-            .retry_after(app.retry_after_secs)
-    })?;
+    let answers = app
+        .store
+        .append(records)
+        .await
+        .map_err(|e| Problem::from(e).retry_after(app.retry_after_secs))?;
     Ok(Accepted {
         duplicates: answers.iter().filter(|a| a.duplicate).count(),
         sequences: answers.iter().map(|a| a.seq).collect(),

@@ -140,30 +140,18 @@ fn dead_letter_json(dead: &crate::store::DeadLetter) -> serde_json::Value {
     })
 }
 
-fn store_problem(e: StoreError) -> Problem {
-    match e {
-        StoreError::NotFound(seq) => Problem::not_found(format!("no dead letter with seq {seq}")),
-        other => Problem::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "store-unavailable",
-            "Store unavailable",
-            other.to_string(),
-        ),
-    }
-}
-
 async fn dlq_list(State(app): State<Arc<App>>, Query(page): Query<Page>) -> Response {
     match app.store.dead_letters(page.from, page.limit.min(10_000)) {
         Ok(list) => Json(list.iter().map(dead_letter_json).collect::<Vec<_>>()).into_response(),
-        Err(e) => store_problem(e).into_response(),
+        Err(e) => Problem::from(e).into_response(),
     }
 }
 
 async fn dlq_show(State(app): State<Arc<App>>, Path(seq): Path<u64>) -> Response {
     match app.store.dead_letter(seq) {
         Ok(Some(dead)) => Json(dead_letter_json(&dead)).into_response(),
-        Ok(None) => store_problem(StoreError::NotFound(seq)).into_response(),
-        Err(e) => store_problem(e).into_response(),
+        Ok(None) => Problem::from(StoreError::NotFound(seq)).into_response(),
+        Err(e) => Problem::from(e).into_response(),
     }
 }
 
@@ -174,13 +162,13 @@ async fn dlq_replay(State(app): State<Arc<App>>, Path(seq): Path<u64>) -> Respon
             Json(json!({"seq": seq, "new_seq": new_seq})),
         )
             .into_response(),
-        Err(e) => store_problem(e).into_response(),
+        Err(e) => Problem::from(e).into_response(),
     }
 }
 
 async fn dlq_purge(State(app): State<Arc<App>>, Path(seq): Path<u64>) -> Response {
     match app.store.purge(seq).await {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
-        Err(e) => store_problem(e).into_response(),
+        Err(e) => Problem::from(e).into_response(),
     }
 }

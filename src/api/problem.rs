@@ -66,6 +66,21 @@ impl From<EventError> for Problem {
     }
 }
 
+impl From<crate::store::StoreError> for Problem {
+    fn from(e: crate::store::StoreError) -> Problem {
+        use crate::store::StoreError;
+        let (slug, title) = match e {
+            StoreError::NotFound(seq) => {
+                return Problem::not_found(format!("no dead letter with seq {seq}"))
+            }
+            StoreError::BacklogFull { .. } => ("backlog-full", "Backlog full"),
+            StoreError::DiskFull { .. } => ("disk-full", "Data volume nearly full"),
+            StoreError::Unavailable(_) => ("store-unavailable", "Store unavailable"),
+        };
+        Problem::new(StatusCode::SERVICE_UNAVAILABLE, slug, title, e.to_string())
+    }
+}
+
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);

@@ -93,27 +93,31 @@ impl Inspector {
     /// Decodes every record and dead letter; `progress` is told each value checked.
     pub fn verify(&self, mut progress: impl FnMut()) -> anyhow::Result<Verification> {
         let mut out = Verification::default();
-        for item in self.tree.scan_prefix([keys::EVENT]) {
-            let (key, value) = item?;
-            match record::decode::<Record>(&value) {
-                Ok(_) => out.records_ok += 1,
-                Err(e) => out
-                    .corrupt
-                    .push(("backlog".into(), keys::seq_of(&key), e.to_string())),
-            }
-            progress();
-        }
-        for item in self.tree.scan_prefix([keys::DEAD]) {
-            let (key, value) = item?;
-            match record::decode::<DeadLetter>(&value) {
-                Ok(_) => out.dead_letters_ok += 1,
-                Err(e) => out
-                    .corrupt
-                    .push(("dead".into(), keys::seq_of(&key), e.to_string())),
-            }
-            progress();
-        }
+        out.records_ok =
+            self.check_table::<Record>(keys::EVENT, "backlog", &mut out.corrupt, &mut progress)?;
+        out.dead_letters_ok =
+            self.check_table::<DeadLetter>(keys::DEAD, "dead", &mut out.corrupt, &mut progress)?;
         Ok(out)
+    }
+
+    /// Decodes every value under `prefix`; returns how many decode and notes the others.
+    fn check_table<T: serde::de::DeserializeOwned>(
+        &self,
+        prefix: u8,
+        table: &str,
+        corrupt: &mut Vec<(String, u64, String)>,
+        progress: &mut impl FnMut(),
+    ) -> anyhow::Result<u64> {
+        let mut ok = 0;
+        for item in self.tree.scan_prefix([prefix]) {
+            let (key, value) = item?;
+            match record::decode::<T>(&value) {
+                Ok(_) => ok += 1,
+                Err(e) => corrupt.push((table.into(), keys::seq_of(&key), e.to_string())),
+            }
+            progress();
+        }
+        Ok(ok)
     }
 
     /// Writes the backlog (or the dead letters) as JSON lines: sequence number, topic, key and
