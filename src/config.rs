@@ -70,6 +70,14 @@ pub struct StoreSettings {
     pub dedup_window: Duration,
     /// Appends are refused (503) while the data volume has less free space than this.
     pub min_free_bytes: u64,
+    /// Appends are refused (503) while the store's files take more than this; 0: no limit.
+    pub max_disk_bytes: u64,
+    /// At most this many `source` + `id` pairs are remembered for de-duplication (about 40
+    /// bytes of memory each); beyond it the oldest are forgotten before the window ends.
+    pub dedup_max_entries: usize,
+    /// The store moves to a fresh sled database (generation) once its files exceed this and
+    /// twice the backlog, so that disk space comes back after a drain.
+    pub rotate_min_bytes: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -212,11 +220,14 @@ impl Default for IngestConfig {
 impl Default for StoreSettings {
     fn default() -> Self {
         StoreSettings {
-            cache_bytes: 64 * 1024 * 1024,
+            cache_bytes: 32 * 1024 * 1024,
             max_backlog_events: 1_000_000,
             max_backlog_bytes: 2 * 1024 * 1024 * 1024,
             dedup_window: Duration::from_secs(24 * 3600),
             min_free_bytes: 64 * 1024 * 1024,
+            max_disk_bytes: 8 * 1024 * 1024 * 1024,
+            dedup_max_entries: 1_000_000,
+            rotate_min_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -378,6 +389,10 @@ impl Config {
             max_backlog_bytes: self.store.max_backlog_bytes,
             dedup_window: self.store.dedup_window,
             min_free_bytes: self.store.min_free_bytes,
+            max_disk_bytes: self.store.max_disk_bytes,
+            dedup_max_entries: self.store.dedup_max_entries,
+            rotate_min_bytes: self.store.rotate_min_bytes,
+            rotation_observer: None,
         }
     }
 

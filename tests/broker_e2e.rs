@@ -384,17 +384,7 @@ async fn a_corrupted_record_is_quarantined_and_the_rest_delivered() {
     // Flip bytes of record 5 in a copy of the store.
     let copy = dir.path().join("copy");
     copy_dir(&original, &copy);
-    {
-        let db = sled::open(&copy).unwrap();
-        let tree = db.open_tree("outbox").unwrap();
-        let key = edge_outbox::store::keys::event(5);
-        let mut value = tree.get(key).unwrap().expect("record 5 is stored").to_vec();
-        let middle = value.len() / 2;
-        value[middle] ^= 0xff;
-        value[middle + 1] ^= 0x55;
-        tree.insert(key, value).unwrap();
-        db.flush().unwrap();
-    }
+    edge_outbox::store::inspect::corrupt_record_for_tests(&copy, 5).unwrap();
     let sidecar = SidecarProcess::start(&config, &copy, &broker.bootstrap()).await;
     sidecar.wait_drained(Duration::from_secs(60)).await;
     let status = sidecar.status().await;

@@ -86,7 +86,7 @@ fn inspect(dir: &std::path::Path, args: &[&str]) -> Output {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inspect_counts_verifies_and_exports_a_stopped_store() {
-    use edge_outbox::store::{keys, Store, StoreConfig};
+    use edge_outbox::store::{Store, StoreConfig};
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     // A store with five events, one of them parked, then stopped.
@@ -135,15 +135,7 @@ async fn inspect_counts_verifies_and_exports_a_stopped_store() {
     );
 
     // A flipped byte is found and named.
-    {
-        let db = sled::open(&data).unwrap();
-        let tree = db.open_tree("outbox").unwrap();
-        let mut value = tree.get(keys::event(4)).unwrap().unwrap().to_vec();
-        let last = value.len() - 1;
-        value[last] ^= 1;
-        tree.insert(keys::event(4), value).unwrap();
-        db.flush().unwrap();
-    }
+    edge_outbox::store::inspect::corrupt_record_for_tests(&data, 4).unwrap();
     let bad = inspect(&data, &["--verify"]);
     assert!(!bad.status.success());
     let report: serde_json::Value = serde_json::from_slice(&bad.stdout).unwrap();

@@ -75,6 +75,7 @@ impl From<crate::store::StoreError> for Problem {
             }
             StoreError::BacklogFull { .. } => ("backlog-full", "Backlog full"),
             StoreError::DiskFull { .. } => ("disk-full", "Data volume nearly full"),
+            StoreError::DiskLimit { .. } => ("disk-limit", "Store disk limit reached"),
             StoreError::Unavailable(_) => ("store-unavailable", "Store unavailable"),
         };
         Problem::new(StatusCode::SERVICE_UNAVAILABLE, slug, title, e.to_string())

@@ -1,17 +1,24 @@
 //! The single writer of the store. It takes every queued command at once (a commit group),
-//! turns them into one atomic sled batch together with the updated counters, makes the batch
-//! durable with one `flush` + `fdatasync`, and only then answers each command. One writer also
-//! sidesteps sled's `flush_async` deadlock with many concurrent callers (sled #1308).
+//! turns them into one atomic sled batch (new records as chunks, chunk metadata, de-duplication
+//! entries, dead letters, counters), makes the batch durable with one `flush` + `fdatasync`, and
+//! only then answers each command and updates the shared index. Between groups it expires
+//! de-duplication entries and rotates generations. One writer also sidesteps sled's
+//! `flush_async` deadlock with many concurrent callers (sled #1308).
 
+use super::chunk::{self, ChunkMeta, CHUNK_TARGET_BYTES};
+use super::dedup::{fingerprint, DedupGroup, DedupIndex, Fingerprint};
 use super::durable::Durability;
-use super::keys;
+use super::generation::{self, Generation};
 use super::record::{self, DeadLetter, Record};
-use super::{now_ms, Appended, Shared, Stats, StoreConfig, StoreError, SCHEMA_VERSION};
-use std::collections::{HashMap, HashSet};
+use super::{
+    keys, now_ms, Appended, ChunkEntry, Index, RotationStep, Shared, Stats, StoreConfig,
+    StoreError, SCHEMA_VERSION,
+};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Notify};
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
@@ -38,6 +45,10 @@ pub(super) enum Command {
         seq: u64,
         reply: Reply<()>,
     },
+    /// Check the generations now (rotate or retire) instead of at the next second.
+    Maintain {
+        reply: Reply<()>,
+    },
     Stop {
         reply: Reply<()>,
     },
@@ -45,9 +56,13 @@ pub(super) enum Command {
 
 /// The most commands in one commit group.
 const MAX_GROUP: usize = 4096;
-/// How often expired de-duplication entries are swept, and how many at most per sweep.
-const SWEEP_EVERY: Duration = Duration::from_secs(1);
-const SWEEP_MAX: usize = 10_000;
+/// How many expired de-duplication groups one commit forgets at most.
+const SWEEP_MAX_GROUPS: usize = 1_000;
+/// How often the active generation's size is checked for rotation.
+const ROTATION_CHECK_EVERY: Duration = Duration::from_secs(1);
+/// The tail chunk takes more records only while it is this young (its append time stands for
+/// all of its records in the oldest-age figure).
+const TAIL_EXTEND_WITHIN_MS: u64 = 1_000;
 
 /// An answer waiting for the commit: called with the commit's outcome.
 type Answer = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
@@ -58,78 +73,171 @@ fn answer<T: Send + 'static>(reply: Reply<T>, result: Result<T, StoreError>) -> 
     })
 }
 
-pub(super) struct Committer {
-    db: sled::Db,
-    tree: sled::Tree,
+/// A generation the committer writes to, with the files it syncs.
+struct Live {
+    generation: Arc<Generation>,
     durability: Durability,
-    config: StoreConfig,
-    stats: Stats,
-    shared: Arc<Shared>,
-    last_sweep: Instant,
 }
 
-/// Reads the persisted counters; sequence numbers are also checked against the stored keys.
-pub(super) fn load_stats(tree: &sled::Tree) -> sled::Result<Stats> {
-    let meta = |name: &str| -> sled::Result<u64> {
-        Ok(tree
-            .get(keys::meta(name))?
-            .and_then(|v| keys::u64_value(&v))
-            .unwrap_or(0))
-    };
-    let last_seq = |prefix: u8| -> sled::Result<u64> {
-        Ok(tree
-            .scan_prefix([prefix])
-            .next_back()
-            .transpose()?
-            .map(|(k, _)| keys::seq_of(&k))
-            .unwrap_or(0))
-    };
-    let next_seq = meta("next_seq")?
-        .max(last_seq(keys::EVENT)? + 1)
-        .max(last_seq(keys::DEAD)? + 1)
-        .max(1);
-    Ok(Stats {
-        next_seq,
-        cursor: meta("cursor")?,
-        backlog_events: meta("backlog_events")?,
-        backlog_bytes: meta("backlog_bytes")?,
-        dead_letters: meta("dead_letters")?,
-    })
+pub(super) struct Committer {
+    config: StoreConfig,
+    active: Live,
+    /// The previous generation while it still holds undelivered chunks.
+    draining: Option<Live>,
+    stats: Stats,
+    shared: Arc<Shared>,
+    dedup: DedupIndex,
+    last_rotation_check: Instant,
+    /// `maintain` callers waiting for the next generation check.
+    maintain_requests: Vec<Reply<()>>,
 }
 
 /// What one commit group changes, built before anything is written.
-struct Group<'a> {
-    tree: &'a sled::Tree,
-    batch: sled::Batch,
+#[derive(Default)]
+struct Group {
     stats: Stats,
-    /// De-duplication keys appended in this group.
-    dedup: HashMap<Vec<u8>, u64>,
-    /// `e` and `d` keys removed in this group.
-    events_gone: HashSet<u64>,
+    active: sled::Batch,
+    draining: sled::Batch,
+    draining_touched: bool,
+    /// Existing chunks changed in this group (delivered bits), by first sequence number.
+    touched: BTreeMap<u64, ChunkEntry>,
+    /// Encoded records appended in this group; the first has sequence number `pending_first`.
+    pending: Vec<Vec<u8>>,
+    pending_first: u64,
+    /// De-duplication entries of this group, in order and by fingerprint.
+    new_dedup: Vec<(Fingerprint, u64)>,
+    new_dedup_seq: HashMap<Fingerprint, u64>,
+    /// The earliest append time of those events: the group's entries expire with it.
+    new_dedup_ms: u64,
     dead_gone: HashSet<u64>,
-    appended: bool,
-    /// Bytes of records appended in this group so far.
+    /// Chunks written in this group (new or the extended tail).
+    written: Vec<(u64, ChunkMeta)>,
     bytes_in_group: u64,
+    disk_bytes: Option<u64>,
+}
+
+fn unavailable(what: &str, error: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(format!("{what}: {error}"))
+}
+
+fn read_error(e: sled::Error) -> StoreError {
+    unavailable("read failed", e)
+}
+
+fn meta_u64(tree: &sled::Tree, name: &str) -> Result<u64, StoreError> {
+    Ok(tree
+        .get(keys::meta(name))
+        .map_err(read_error)?
+        .and_then(|v| keys::u64_value(&v))
+        .unwrap_or(0))
 }
 
 impl Committer {
-    pub(super) fn new(
-        db: sled::Db,
-        tree: sled::Tree,
-        durability: Durability,
-        config: StoreConfig,
-        stats: Stats,
-        shared: Arc<Shared>,
-    ) -> Committer {
-        Committer {
-            db,
-            tree,
-            durability,
-            config,
-            stats,
-            shared,
-            last_sweep: Instant::now(),
+    /// Opens the store's generations, rebuilds the index and counters, and returns the committer
+    /// with the state it shares with readers.
+    pub(super) fn open(config: StoreConfig) -> Result<(Committer, Arc<Shared>), StoreError> {
+        let root = config.dir.clone();
+        std::fs::create_dir_all(&root).map_err(|e| unavailable("create data dir", e))?;
+        if root.join("db").exists() {
+            return Err(StoreError::Unavailable(format!(
+                "{} holds a store of the pre-release layout (schema 1, one sled database); \
+                 drain it with the release that wrote it, or use a new data directory",
+                root.display()
+            )));
         }
+        let ids =
+            match generation::read_current(&root).map_err(|e| unavailable("read CURRENT", e))? {
+                Some(ids) => ids,
+                None => {
+                    generation::remove_unlisted(&root, &[])
+                        .map_err(|e| unavailable("clean data dir", e))?;
+                    let (new, mut durability) = Generation::open(&root, 1, config.cache_bytes)
+                        .map_err(|e| unavailable("create generation", e))?;
+                    new.tree
+                        .insert(keys::meta("schema_version"), &SCHEMA_VERSION.to_be_bytes())
+                        .map_err(read_error)?;
+                    new.db.flush().map_err(read_error)?;
+                    durability
+                        .sync()
+                        .map_err(|e| unavailable("fdatasync failed", e))?;
+                    drop((new, durability));
+                    generation::write_current(&root, &[1])
+                        .map_err(|e| unavailable("write CURRENT", e))?;
+                    vec![1]
+                }
+            };
+        generation::remove_unlisted(&root, &ids).map_err(|e| unavailable("clean data dir", e))?;
+        let mut lives = Vec::new();
+        for id in &ids {
+            let (generation, durability) = Generation::open(&root, *id, config.cache_bytes)
+                .map_err(|e| unavailable(&format!("open generation {id}"), e))?;
+            lives.push(Live {
+                generation: Arc::new(generation),
+                durability,
+            });
+        }
+        let active = lives.pop().expect("CURRENT names a generation");
+        let draining = lives.pop();
+        let tree = &active.generation.tree;
+        let version = meta_u64(tree, "schema_version")?;
+        if version > SCHEMA_VERSION {
+            return Err(StoreError::Unavailable(format!(
+                "the store has schema version {version}, newer than this release's {SCHEMA_VERSION}"
+            )));
+        }
+
+        let mut index = Index::default();
+        for live in draining.iter().chain([&active]) {
+            load_chunks(&live.generation, &mut index.chunks)?;
+            index.generations.push(live.generation.clone());
+        }
+        let mut dedup = DedupIndex::default();
+        for item in tree.scan_prefix([keys::DEDUP]) {
+            let (key, value) = item.map_err(read_error)?;
+            match DedupGroup::decode(&value) {
+                Ok(group) => dedup.insert_group(keys::seq_of(&key), &group),
+                Err(e) => tracing::error!(
+                    group = keys::seq_of(&key), error = %e,
+                    "a de-duplication group is corrupt; its pairs are no longer recognised"
+                ),
+            }
+        }
+        let mut stats = Stats {
+            cursor: meta_u64(tree, "cursor")?,
+            dead_letters: meta_u64(tree, "dead_letters")?,
+            ..Stats::default()
+        };
+        let mut last_seq = 0;
+        for (first, entry) in &index.chunks {
+            let (events, bytes) = entry.meta.undelivered();
+            stats.backlog_events += events;
+            stats.backlog_bytes += bytes;
+            last_seq = last_seq.max(first + entry.meta.count() - 1);
+        }
+        if let Some(item) = tree.scan_prefix([keys::DEAD]).next_back() {
+            last_seq = last_seq.max(keys::seq_of(&item.map_err(read_error)?.0));
+        }
+        stats.next_seq = meta_u64(tree, "next_seq")?.max(last_seq + 1).max(1);
+
+        let shared = Arc::new(Shared {
+            stats: Mutex::new(stats),
+            index: RwLock::new(index),
+            appended: Notify::new(),
+            broken: Default::default(),
+            broken_reason: Mutex::new(None),
+            flush_observer: Mutex::new(None),
+        });
+        let committer = Committer {
+            config,
+            active,
+            draining,
+            stats,
+            shared: shared.clone(),
+            dedup,
+            last_rotation_check: Instant::now(),
+            maintain_requests: Vec::new(),
+        };
+        Ok((committer, shared))
     }
 
     pub(super) fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>) {
@@ -144,39 +252,56 @@ impl Committer {
             if self.commit(group) {
                 break;
             }
+            if !self.shared.broken.load(Ordering::SeqCst) {
+                let forced = !self.maintain_requests.is_empty();
+                self.maintain_generations(forced);
+            }
+            let outcome = match self.shared.broken.load(Ordering::SeqCst) {
+                false => Ok(()),
+                true => Err(StoreError::Unavailable(self.broken_reason())),
+            };
+            for reply in self.maintain_requests.drain(..) {
+                let _ = reply.send(outcome.clone());
+            }
         }
-        let _ = self.db.flush();
-        let _ = self.durability.sync();
+        let _ = self.active.generation.db.flush();
+        let _ = self.active.durability.sync();
     }
 
     /// Commits one group; true when it held a stop command.
     fn commit(&mut self, commands: Vec<Command>) -> bool {
         let stop = commands.iter().any(|c| matches!(c, Command::Stop { .. }));
-        let mut group = Group {
-            tree: &self.tree,
-            batch: sled::Batch::default(),
-            stats: self.stats,
-            dedup: HashMap::new(),
-            events_gone: HashSet::new(),
-            dead_gone: HashSet::new(),
-            appended: false,
-            bytes_in_group: 0,
-        };
-        let mut answers: Vec<Answer> = Vec::with_capacity(commands.len());
         let broken = self.shared.broken.load(Ordering::SeqCst);
+        let mut group = Group {
+            stats: self.stats,
+            pending_first: self.stats.next_seq,
+            ..Group::default()
+        };
+        if !broken {
+            // Expire before looking anything up, so that the window is exact.
+            if let Err(e) = self.sweep_dedup(&mut group) {
+                tracing::warn!(error = %e, "sweeping expired de-duplication entries failed");
+            }
+        }
+        let mut answers: Vec<Answer> = Vec::with_capacity(commands.len());
         for command in commands {
             if broken {
                 answers.push(refuse(command, self.broken_reason()));
                 continue;
             }
             answers.push(match command {
-                Command::Append { events, reply } => {
-                    answer(reply, group.append(events, &self.config))
+                Command::Append { events, reply } => answer(reply, self.append(&mut group, events)),
+                Command::Confirm { seqs, reply } => answer(reply, self.confirm(&mut group, &seqs)),
+                Command::Park { seq, error, reply } => {
+                    answer(reply, self.park(&mut group, seq, error))
                 }
-                Command::Confirm { seqs, reply } => answer(reply, group.confirm(&seqs)),
-                Command::Park { seq, error, reply } => answer(reply, group.park(seq, error)),
-                Command::Replay { seq, reply } => answer(reply, group.replay(seq)),
-                Command::Purge { seq, reply } => answer(reply, group.purge(seq)),
+                Command::Replay { seq, reply } => answer(reply, self.replay(&mut group, seq)),
+                Command::Purge { seq, reply } => answer(reply, self.purge(&mut group, seq)),
+                Command::Maintain { reply } => {
+                    // Answered once the check after this commit has run.
+                    self.maintain_requests.push(reply);
+                    Box::new(|_| ())
+                }
                 Command::Stop { reply } => answer(reply, Ok(())),
             });
         }
@@ -186,44 +311,15 @@ impl Committer {
             }
             return stop;
         }
-        if self.last_sweep.elapsed() >= SWEEP_EVERY {
-            self.last_sweep = Instant::now();
-            let cutoff = now_ms().saturating_sub(self.config.dedup_window.as_millis() as u64);
-            if let Err(e) = group.sweep_dedup(cutoff) {
-                tracing::warn!(error = %e, "sweeping expired de-duplication entries failed");
-            }
-        }
-        let stats = group.stats;
-        let appended = group.appended;
-        let mut batch = group.batch;
-        for (name, value) in [
-            ("next_seq", stats.next_seq),
-            ("cursor", stats.cursor),
-            ("backlog_events", stats.backlog_events),
-            ("backlog_bytes", stats.backlog_bytes),
-            ("dead_letters", stats.dead_letters),
-        ] {
-            batch.insert(keys::meta(name), &value.to_be_bytes());
-        }
-        let flush_started = Instant::now();
-        let outcome = self
-            .tree
-            .apply_batch(batch)
-            .and_then(|_| self.db.flush().map(|_| ()))
-            .map_err(|e| format!("write failed: {e}"))
-            .and_then(|_| {
-                self.durability
-                    .sync()
-                    .map_err(|e| format!("fdatasync failed: {e}"))
-            });
+        let appended = !group.pending.is_empty();
+        let outcome = self.write_group(&mut group);
         match outcome {
-            Ok(()) => {
+            Ok(flush_time) => {
                 let observer = self.shared.flush_observer.lock().expect("lock").clone();
                 if let Some(observe) = observer {
-                    observe(flush_started.elapsed());
+                    observe(flush_time);
                 }
-                self.stats = stats;
-                *self.shared.stats.lock().expect("stats lock") = stats;
+                self.publish(group);
                 for a in answers {
                     a(Ok(()));
                 }
@@ -232,17 +328,21 @@ impl Committer {
                 }
             }
             Err(reason) => {
-                // After a failed fsync the page cache cannot be trusted (the "fsyncgate"
-                // lesson): refuse every later write instead of acknowledging on top of it.
-                tracing::error!(%reason, "the store is no longer writable");
-                *self.shared.broken_reason.lock().expect("lock") = Some(reason.clone());
-                self.shared.broken.store(true, Ordering::SeqCst);
+                self.mark_broken(&reason);
                 for a in answers {
                     a(Err(StoreError::Unavailable(reason.clone())));
                 }
             }
         }
         stop
+    }
+
+    /// After a failed write or fsync the page cache cannot be trusted (the "fsyncgate" lesson):
+    /// refuse every later write instead of acknowledging on top of it.
+    fn mark_broken(&self, reason: &str) {
+        tracing::error!(%reason, "the store is no longer writable");
+        *self.shared.broken_reason.lock().expect("lock") = Some(reason.to_string());
+        self.shared.broken.store(true, Ordering::SeqCst);
     }
 
     fn broken_reason(&self) -> String {
@@ -253,6 +353,602 @@ impl Committer {
             .clone()
             .unwrap_or_else(|| "the store is broken".into())
     }
+
+    /// Turns the group into batches and makes them durable: the active generation first (new
+    /// records, dead letters, counters), then the draining one (delivered bits). Returns the
+    /// time spent flushing and syncing.
+    fn write_group(&mut self, group: &mut Group) -> Result<Duration, String> {
+        self.build_chunks(group).map_err(|e| e.to_string())?;
+        for (first, entry) in &group.touched {
+            let batch = if entry.generation.id == self.active.generation.id {
+                &mut group.active
+            } else {
+                group.draining_touched = true;
+                &mut group.draining
+            };
+            if entry.meta.undelivered().0 == 0 {
+                batch.remove(&keys::chunk(*first));
+                batch.remove(&keys::chunk_meta(*first));
+            } else {
+                batch.insert(&keys::chunk_meta(*first), record::encode(&entry.meta));
+            }
+        }
+        if let Some((_, first_seq)) = group.new_dedup.first() {
+            let persisted = DedupGroup {
+                appended_ms: group.new_dedup_ms,
+                entries: group.new_dedup.clone(),
+            };
+            group
+                .active
+                .insert(&keys::dedup(*first_seq), persisted.encode());
+        }
+        let stats = group.stats;
+        for (name, value) in [
+            ("next_seq", stats.next_seq),
+            ("cursor", stats.cursor),
+            ("dead_letters", stats.dead_letters),
+        ] {
+            group.active.insert(keys::meta(name), &value.to_be_bytes());
+        }
+        let started = Instant::now();
+        sync_batch(&mut self.active, std::mem::take(&mut group.active))?;
+        if group.draining_touched {
+            if let Some(draining) = &mut self.draining {
+                sync_batch(draining, std::mem::take(&mut group.draining))?;
+            }
+        }
+        Ok(started.elapsed())
+    }
+
+    /// Makes a committed group visible: counters, index, de-duplication entries.
+    fn publish(&mut self, group: Group) {
+        self.stats = group.stats;
+        *self.shared.stats.lock().expect("stats lock") = group.stats;
+        {
+            let mut index = self.shared.index.write().expect("index lock");
+            for (first, entry) in group.touched {
+                if entry.meta.undelivered().0 == 0 {
+                    index.chunks.remove(&first);
+                } else {
+                    index.chunks.insert(first, entry);
+                }
+            }
+            for (first, meta) in group.written {
+                index.chunks.insert(
+                    first,
+                    ChunkEntry {
+                        generation: self.active.generation.clone(),
+                        meta,
+                    },
+                );
+            }
+        }
+        if let Some(&(_, first_seq)) = group.new_dedup.first() {
+            let persisted = DedupGroup {
+                appended_ms: group.new_dedup_ms,
+                entries: group.new_dedup,
+            };
+            self.dedup.insert_group(first_seq, &persisted);
+        }
+    }
+
+    fn append(&self, group: &mut Group, events: Vec<Record>) -> Result<Vec<Appended>, StoreError> {
+        // First decide, without changing anything, which events are new.
+        let mut outcomes: Vec<Appended> = Vec::with_capacity(events.len());
+        let mut fresh: Vec<(usize, Fingerprint, Vec<u8>)> = Vec::new();
+        let mut first_in_request: HashMap<Fingerprint, usize> = HashMap::new();
+        // Later copies of a pair new in this request -> the index of its first copy.
+        let mut repeat_of: Vec<(usize, usize)> = Vec::new();
+        let mut new_bytes = 0u64;
+        for (i, event) in events.iter().enumerate() {
+            let print = fingerprint(&event.event_source, &event.event_id);
+            let known = group
+                .new_dedup_seq
+                .get(&print)
+                .copied()
+                .or_else(|| self.dedup.get(print));
+            if let Some(seq) = known {
+                outcomes.push(Appended {
+                    seq,
+                    duplicate: true,
+                });
+                continue;
+            }
+            if let Some(&first) = first_in_request.get(&print) {
+                repeat_of.push((i, first));
+                outcomes.push(Appended {
+                    seq: 0,
+                    duplicate: true,
+                });
+                continue;
+            }
+            let encoded = record::encode(event);
+            new_bytes += encoded.len() as u64;
+            first_in_request.insert(print, i);
+            fresh.push((i, print, encoded));
+            outcomes.push(Appended {
+                seq: 0,
+                duplicate: false,
+            });
+        }
+        let new_events = fresh.len() as u64;
+        if new_events > 0 {
+            self.check_room(group, new_bytes)?;
+        }
+        if new_events > 0
+            && (group.stats.backlog_events + new_events > self.config.max_backlog_events
+                || group.stats.backlog_bytes + new_bytes > self.config.max_backlog_bytes)
+        {
+            return Err(StoreError::BacklogFull {
+                events: group.stats.backlog_events,
+                bytes: group.stats.backlog_bytes,
+            });
+        }
+        for (i, print, encoded) in fresh {
+            let seq = self.push_record(group, encoded);
+            group.new_dedup.push((print, seq));
+            group.new_dedup_seq.insert(print, seq);
+            group.new_dedup_ms = match group.new_dedup_ms {
+                0 => events[i].appended_ms,
+                ms => ms.min(events[i].appended_ms),
+            };
+            outcomes[i].seq = seq;
+        }
+        group.bytes_in_group += new_bytes;
+        // Repeats inside the request answer with the sequence number of their first copy.
+        for (i, first) in repeat_of {
+            outcomes[i].seq = outcomes[first].seq;
+        }
+        Ok(outcomes)
+    }
+
+    /// Refuses an append that would take the volume below its reserve or the store beyond its
+    /// disk limit.
+    fn check_room(&self, group: &mut Group, new_bytes: u64) -> Result<(), StoreError> {
+        let free = super::disk::free_bytes(&self.config.dir)
+            .map_err(|e| StoreError::Unavailable(format!("cannot read free space: {e}")))?;
+        // Room for what this group writes, several times over: sled appends to a log.
+        let needed = 4 * (group.bytes_in_group + new_bytes);
+        if free < self.config.min_free_bytes + needed {
+            return Err(StoreError::DiskFull {
+                free,
+                reserve: self.config.min_free_bytes,
+            });
+        }
+        if self.config.max_disk_bytes > 0 {
+            let used = *group
+                .disk_bytes
+                .get_or_insert_with(|| generation::disk_usage(&self.config.dir));
+            if used + needed > self.config.max_disk_bytes {
+                return Err(StoreError::DiskLimit {
+                    used,
+                    limit: self.config.max_disk_bytes,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Gives an encoded record the next sequence number and queues it for this group's chunks.
+    fn push_record(&self, group: &mut Group, encoded: Vec<u8>) -> u64 {
+        let seq = group.stats.next_seq;
+        group.stats.next_seq += 1;
+        group.stats.backlog_events += 1;
+        group.stats.backlog_bytes += encoded.len() as u64;
+        group.pending.push(encoded);
+        seq
+    }
+
+    /// The chunk holding `seq`, as changed so far in this group.
+    fn chunk_of(&self, group: &mut Group, seq: u64) -> Option<u64> {
+        if let Some((first, entry)) = group.touched.range(..=seq).next_back() {
+            if first + entry.meta.count() > seq {
+                return Some(*first);
+            }
+        }
+        let index = self.shared.index.read().expect("index lock");
+        let (first, entry) = index.chunks.range(..=seq).next_back()?;
+        if first + entry.meta.count() <= seq {
+            return None;
+        }
+        group.touched.insert(*first, entry.clone());
+        Some(*first)
+    }
+
+    /// Marks `seq` delivered; returns its stored length if it was undelivered.
+    fn take_record(&self, group: &mut Group, seq: u64) -> Option<u64> {
+        let first = self.chunk_of(group, seq)?;
+        let entry = group.touched.get_mut(&first).expect("just touched");
+        let len = entry.meta.mark_delivered((seq - first) as usize)?;
+        group.stats.backlog_events -= 1;
+        group.stats.backlog_bytes = group.stats.backlog_bytes.saturating_sub(len);
+        Some(len)
+    }
+
+    fn confirm(&self, group: &mut Group, seqs: &[u64]) -> Result<(), StoreError> {
+        for &seq in seqs {
+            if self.take_record(group, seq).is_some() {
+                group.stats.cursor = group.stats.cursor.max(seq);
+            }
+        }
+        Ok(())
+    }
+
+    /// The stored bytes of an undelivered record (empty when its chunk's table is corrupt).
+    fn raw_record(&self, group: &mut Group, seq: u64) -> Result<Vec<u8>, StoreError> {
+        let first = self.chunk_of(group, seq).ok_or(StoreError::NotFound(seq))?;
+        let entry = &group.touched[&first];
+        if entry.meta.is_delivered((seq - first) as usize) {
+            return Err(StoreError::NotFound(seq));
+        }
+        let value = entry
+            .generation
+            .tree
+            .get(keys::chunk(first))
+            .map_err(read_error)?
+            .ok_or(StoreError::NotFound(seq))?;
+        Ok(chunk::decode(&value)
+            .ok()
+            .and_then(|records| records.get((seq - first) as usize).map(|r| r.to_vec()))
+            .unwrap_or_default())
+    }
+
+    fn park(&self, group: &mut Group, seq: u64, error: String) -> Result<(), StoreError> {
+        let raw = self.raw_record(group, seq)?;
+        self.take_record(group, seq);
+        let already = self
+            .active
+            .generation
+            .tree
+            .contains_key(keys::dead(seq))
+            .map_err(read_error)?;
+        let dead = DeadLetter {
+            seq,
+            raw,
+            error,
+            parked_ms: now_ms(),
+        };
+        group.active.insert(&keys::dead(seq), record::encode(&dead));
+        // A crash between the two generations' syncs can leave it parked and undelivered;
+        // parking it again then replaces the letter instead of counting it twice.
+        if !already {
+            group.stats.dead_letters += 1;
+        }
+        Ok(())
+    }
+
+    fn dead_letter(&self, group: &Group, seq: u64) -> Result<DeadLetter, StoreError> {
+        if group.dead_gone.contains(&seq) {
+            return Err(StoreError::NotFound(seq));
+        }
+        let value = self
+            .active
+            .generation
+            .tree
+            .get(keys::dead(seq))
+            .map_err(read_error)?
+            .ok_or(StoreError::NotFound(seq))?;
+        record::decode::<DeadLetter>(&value)
+            .map_err(|e| StoreError::Unavailable(format!("dead letter {seq} is corrupt: {e}")))
+    }
+
+    fn replay(&self, group: &mut Group, seq: u64) -> Result<u64, StoreError> {
+        // Check before taking, so that a refused replay changes nothing.
+        let dead = self.dead_letter(group, seq)?;
+        record::decode::<Record>(&dead.raw).map_err(|e| {
+            StoreError::Unavailable(format!(
+                "dead letter {seq} holds a corrupt record ({e}); it can only be purged"
+            ))
+        })?;
+        self.remove_dead(group, seq);
+        Ok(self.push_record(group, dead.raw))
+    }
+
+    fn purge(&self, group: &mut Group, seq: u64) -> Result<(), StoreError> {
+        if group.dead_gone.contains(&seq)
+            || !self
+                .active
+                .generation
+                .tree
+                .contains_key(keys::dead(seq))
+                .map_err(read_error)?
+        {
+            return Err(StoreError::NotFound(seq));
+        }
+        self.remove_dead(group, seq);
+        Ok(())
+    }
+
+    fn remove_dead(&self, group: &mut Group, seq: u64) {
+        group.active.remove(&keys::dead(seq));
+        group.dead_gone.insert(seq);
+        group.stats.dead_letters = group.stats.dead_letters.saturating_sub(1);
+    }
+
+    /// Packs the group's new records into chunks: first into the young tail chunk while it has
+    /// room, then into new chunks of about [`CHUNK_TARGET_BYTES`].
+    fn build_chunks(&self, group: &mut Group) -> Result<(), StoreError> {
+        if group.pending.is_empty() {
+            return Ok(());
+        }
+        let now = now_ms();
+        let mut records = std::mem::take(&mut group.pending).into_iter().peekable();
+        let mut next_seq = group.pending_first;
+        if let Some((first, mut meta, mut old)) = self.extendable_tail(group, next_seq, now)? {
+            let mut size: usize = old.iter().map(Vec::len).sum();
+            let mut added = Vec::new();
+            while let Some(r) = records.next_if(|r| size + r.len() <= CHUNK_TARGET_BYTES) {
+                size += r.len();
+                added.push(r.len() as u32);
+                old.push(r);
+            }
+            if !added.is_empty() {
+                next_seq += added.len() as u64;
+                meta.extend(&added);
+                group
+                    .active
+                    .insert(&keys::chunk(first), chunk::encode(&old));
+                group
+                    .active
+                    .insert(&keys::chunk_meta(first), record::encode(&meta));
+                group.written.push((first, meta));
+            }
+        }
+        while records.peek().is_some() {
+            let mut size = 0;
+            let mut members = Vec::new();
+            while let Some(r) =
+                records.next_if(|r| members.is_empty() || size + r.len() <= CHUNK_TARGET_BYTES)
+            {
+                size += r.len();
+                members.push(r);
+            }
+            let meta = ChunkMeta::new(now, members.iter().map(|r| r.len() as u32).collect());
+            group
+                .active
+                .insert(&keys::chunk(next_seq), chunk::encode(&members));
+            group
+                .active
+                .insert(&keys::chunk_meta(next_seq), record::encode(&meta));
+            group.written.push((next_seq, meta));
+            next_seq += members.len() as u64;
+        }
+        Ok(())
+    }
+
+    /// The tail chunk with its records, if new records may join it: it is in the active
+    /// generation, young, small, untouched by deliveries, and ends right before `next_seq`.
+    #[allow(clippy::type_complexity)]
+    fn extendable_tail(
+        &self,
+        group: &Group,
+        next_seq: u64,
+        now: u64,
+    ) -> Result<Option<(u64, ChunkMeta, Vec<Vec<u8>>)>, StoreError> {
+        let (first, entry) = {
+            let index = self.shared.index.read().expect("index lock");
+            match index.chunks.last_key_value() {
+                Some((first, entry)) => (*first, entry.clone()),
+                None => return Ok(None),
+            }
+        };
+        let meta = entry.meta;
+        if entry.generation.id != self.active.generation.id
+            || group.touched.contains_key(&first)
+            || meta.any_delivered()
+            || now.saturating_sub(meta.appended_ms) > TAIL_EXTEND_WITHIN_MS
+            || meta.stored_bytes() >= CHUNK_TARGET_BYTES as u64
+            || first + meta.count() != next_seq
+        {
+            return Ok(None);
+        }
+        let Some(value) = entry
+            .generation
+            .tree
+            .get(keys::chunk(first))
+            .map_err(read_error)?
+        else {
+            return Ok(None);
+        };
+        match chunk::decode(&value) {
+            Ok(records) if records.len() as u64 == meta.count() => Ok(Some((
+                first,
+                meta,
+                records.into_iter().map(<[u8]>::to_vec).collect(),
+            ))),
+            _ => Ok(None),
+        }
+    }
+
+    /// Forgets de-duplication groups older than the window, or beyond the entry limit.
+    fn sweep_dedup(&mut self, group: &mut Group) -> Result<(), StoreError> {
+        let cutoff = now_ms().saturating_sub(self.config.dedup_window.as_millis() as u64);
+        for _ in 0..SWEEP_MAX_GROUPS {
+            let Some(oldest) = self.dedup.expiring(cutoff, self.config.dedup_max_entries) else {
+                break;
+            };
+            let key = keys::dedup(oldest.first_seq);
+            let stored = self
+                .active
+                .generation
+                .tree
+                .get(key)
+                .map_err(read_error)?
+                .and_then(|v| DedupGroup::decode(&v).ok());
+            self.dedup.remove_oldest(stored.as_ref());
+            group.active.remove(&key);
+        }
+        Ok(())
+    }
+
+    /// Retires the draining generation once it is empty, and rotates the active one once its
+    /// files have grown well beyond the data it holds.
+    fn maintain_generations(&mut self, forced: bool) {
+        if let Some(draining) = &self.draining {
+            let id = draining.generation.id;
+            let still_used = {
+                let index = self.shared.index.read().expect("index lock");
+                index
+                    .chunks
+                    .values()
+                    .next()
+                    .is_some_and(|e| e.generation.id == id)
+            };
+            if !still_used {
+                if let Err(e) = self.retire_draining() {
+                    self.mark_broken(&format!("retiring store generation {id} failed: {e}"));
+                }
+            }
+            return;
+        }
+        if !forced && self.last_rotation_check.elapsed() < ROTATION_CHECK_EVERY {
+            return;
+        }
+        self.last_rotation_check = Instant::now();
+        let size = self.active.generation.disk_bytes();
+        if size > self.config.rotate_min_bytes
+            && size > 2 * self.stats.backlog_bytes + self.config.rotate_min_bytes
+        {
+            if let Err(e) = self.rotate() {
+                tracing::warn!(error = %e, "rotating the store generation failed; will retry");
+            }
+        }
+    }
+
+    fn observe(&self, step: RotationStep) {
+        if let Some(observer) = &self.config.rotation_observer {
+            (observer.0)(&self.config.dir, step);
+        }
+    }
+
+    /// Starts a new generation holding the counters, dead letters and de-duplication groups;
+    /// the current one keeps only its undelivered chunks and drains.
+    fn rotate(&mut self) -> Result<(), String> {
+        let root = self.config.dir.clone();
+        let id = self.active.generation.id + 1;
+        let started = Instant::now();
+        let dir = generation::dir_of(&root, id);
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).map_err(|e| e.to_string())?;
+        }
+        let (new, durability) =
+            Generation::open(&root, id, self.config.cache_bytes).map_err(|e| e.to_string())?;
+        let mut live = Live {
+            generation: Arc::new(new),
+            durability,
+        };
+        let mut batch = sled::Batch::default();
+        for prefix in [keys::DEAD, keys::DEDUP, keys::META] {
+            for item in self.active.generation.tree.scan_prefix([prefix]) {
+                let (key, value) = item.map_err(|e| e.to_string())?;
+                batch.insert(key, value);
+            }
+        }
+        if let Err(e) = sync_batch(&mut live, batch) {
+            drop(live);
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(e);
+        }
+        self.observe(RotationStep::NewGenerationWritten);
+        let old = self.active.generation.id;
+        if let Err(e) = generation::write_current(&root, &[old, id]) {
+            // The rename may or may not have happened: only a restart knows which list holds.
+            self.mark_broken(&format!("switching store generations failed: {e}"));
+            return Err(e.to_string());
+        }
+        self.observe(RotationStep::Switched);
+        self.shared
+            .index
+            .write()
+            .expect("index lock")
+            .generations
+            .push(live.generation.clone());
+        self.draining = Some(std::mem::replace(&mut self.active, live));
+        tracing::info!(
+            from = old,
+            to = id,
+            took_ms = started.elapsed().as_millis() as u64,
+            "rotated the store to a new generation"
+        );
+        Ok(())
+    }
+
+    fn retire_draining(&mut self) -> std::io::Result<()> {
+        let Some(draining) = self.draining.take() else {
+            return Ok(());
+        };
+        let root = self.config.dir.clone();
+        generation::write_current(&root, &[self.active.generation.id])?;
+        self.observe(RotationStep::OldGenerationDropped);
+        let id = draining.generation.id;
+        let dir = draining.generation.dir.clone();
+        self.shared
+            .index
+            .write()
+            .expect("index lock")
+            .generations
+            .retain(|g| g.id != id);
+        drop(draining);
+        // CURRENT no longer names it: a directory left behind is removed on the next open.
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => {
+                self.observe(RotationStep::OldGenerationRemoved);
+                tracing::info!(generation = id, "removed a drained store generation");
+            }
+            Err(e) => {
+                tracing::warn!(generation = id, error = %e, "removing a drained store generation failed")
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Applies a batch to a generation and makes it durable.
+fn sync_batch(live: &mut Live, batch: sled::Batch) -> Result<(), String> {
+    live.generation
+        .tree
+        .apply_batch(batch)
+        .and_then(|_| live.generation.db.flush().map(|_| ()))
+        .map_err(|e| format!("write failed: {e}"))?;
+    live.durability
+        .sync()
+        .map_err(|e| format!("fdatasync failed: {e}"))
+}
+
+/// Reads a generation's chunk metadata into the index.
+fn load_chunks(
+    generation: &Arc<Generation>,
+    chunks: &mut BTreeMap<u64, ChunkEntry>,
+) -> Result<(), StoreError> {
+    for item in generation.tree.scan_prefix([keys::CHUNK_META]) {
+        let (key, value) = item.map_err(read_error)?;
+        let first = keys::seq_of(&key);
+        let meta = match record::decode::<ChunkMeta>(&value) {
+            Ok(meta) => meta,
+            Err(e) => {
+                // Rebuild what the chunk itself tells; its records are delivered again at worst.
+                tracing::error!(chunk = first, error = %e, "chunk metadata is corrupt; rebuilt from the chunk");
+                let value = generation
+                    .tree
+                    .get(keys::chunk(first))
+                    .map_err(read_error)?;
+                let lengths = value
+                    .as_deref()
+                    .and_then(|v| chunk::decode(v).ok())
+                    .map(|records| records.iter().map(|r| r.len() as u32).collect())
+                    .unwrap_or_else(|| vec![0]);
+                ChunkMeta::new(super::now_ms(), lengths)
+            }
+        };
+        chunks.insert(
+            first,
+            ChunkEntry {
+                generation: generation.clone(),
+                meta,
+            },
+        );
+    }
+    Ok(())
 }
 
 fn refuse(command: Command, reason: String) -> Answer {
@@ -265,253 +961,6 @@ fn refuse(command: Command, reason: String) -> Answer {
         Command::Park { reply, .. } => answer(reply, err(&reason)),
         Command::Replay { reply, .. } => answer(reply, err(&reason)),
         Command::Purge { reply, .. } => answer(reply, err(&reason)),
-        Command::Stop { reply } => answer(reply, Ok(())),
-    }
-}
-
-fn read_error(e: sled::Error) -> StoreError {
-    StoreError::Unavailable(format!("read failed: {e}"))
-}
-
-/// Checks the schema version of an existing store, or writes it durably into a new one.
-pub(super) fn init_schema(
-    db: &sled::Db,
-    tree: &sled::Tree,
-    durability: &mut Durability,
-) -> Result<(), StoreError> {
-    let version = tree
-        .get(keys::meta("schema_version"))
-        .map_err(read_error)?
-        .and_then(|v| keys::u64_value(&v));
-    match version {
-        Some(v) if v > SCHEMA_VERSION => Err(StoreError::Unavailable(format!(
-            "the store has schema version {v}, newer than this release's {SCHEMA_VERSION}"
-        ))),
-        Some(_) => Ok(()),
-        None => {
-            tree.insert(keys::meta("schema_version"), &SCHEMA_VERSION.to_be_bytes())
-                .map_err(read_error)?;
-            db.flush().map_err(read_error)?;
-            durability
-                .sync()
-                .map_err(|e| StoreError::Unavailable(format!("fdatasync failed: {e}")))
-        }
-    }
-}
-
-impl Group<'_> {
-    fn append(
-        &mut self,
-        events: Vec<Record>,
-        config: &StoreConfig,
-    ) -> Result<Vec<Appended>, StoreError> {
-        let cutoff = now_ms().saturating_sub(config.dedup_window.as_millis() as u64);
-        // First decide, without changing anything, which events are new.
-        let mut outcomes: Vec<Option<Appended>> = Vec::with_capacity(events.len());
-        let mut fresh: Vec<(usize, Vec<u8>, Vec<u8>)> = Vec::new();
-        // First index of each new pair in this request, and later repeats -> that index.
-        let mut first_in_request: HashMap<Vec<u8>, usize> = HashMap::new();
-        let mut repeat_of: HashMap<usize, usize> = HashMap::new();
-        let mut new_bytes = 0u64;
-        for (i, event) in events.iter().enumerate() {
-            let dedup_key = keys::dedup(&event.event_source, &event.event_id);
-            if let Some(seq) = self.dedup.get(&dedup_key) {
-                outcomes.push(Some(Appended {
-                    seq: *seq,
-                    duplicate: true,
-                }));
-                continue;
-            }
-            if let Some(&first) = first_in_request.get(&dedup_key) {
-                outcomes.push(None);
-                repeat_of.insert(i, first);
-                continue;
-            }
-            let stored = self
-                .tree
-                .get(&dedup_key)
-                .map_err(read_error)?
-                .and_then(|v| keys::parse_dedup_value(&v))
-                .filter(|(_, appended_ms)| *appended_ms >= cutoff);
-            if let Some((seq, _)) = stored {
-                outcomes.push(Some(Appended {
-                    seq,
-                    duplicate: true,
-                }));
-                continue;
-            }
-            let encoded = record::encode(event);
-            new_bytes += encoded.len() as u64;
-            first_in_request.insert(dedup_key.clone(), i);
-            fresh.push((i, dedup_key, encoded));
-            outcomes.push(None);
-        }
-        let new_events = fresh.len() as u64;
-        if new_events > 0 {
-            let free = super::disk::free_bytes(&config.dir)
-                .map_err(|e| StoreError::Unavailable(format!("cannot read free space: {e}")))?;
-            // Room for what this group writes, several times over: sled appends to a log.
-            let needed = config.min_free_bytes + 4 * (self.bytes_in_group + new_bytes);
-            if free < needed {
-                return Err(StoreError::DiskFull {
-                    free,
-                    reserve: config.min_free_bytes,
-                });
-            }
-        }
-        if new_events > 0
-            && (self.stats.backlog_events + new_events > config.max_backlog_events
-                || self.stats.backlog_bytes + new_bytes > config.max_backlog_bytes)
-        {
-            return Err(StoreError::BacklogFull {
-                events: self.stats.backlog_events,
-                bytes: self.stats.backlog_bytes,
-            });
-        }
-        let mut seq_of_index: HashMap<usize, u64> = HashMap::new();
-        for (i, dedup_key, encoded) in fresh {
-            let seq = self.stats.next_seq;
-            self.stats.next_seq += 1;
-            let appended_ms = events[i].appended_ms;
-            self.batch.insert(&keys::event(seq), encoded);
-            self.batch
-                .insert(dedup_key.clone(), &keys::dedup_value(seq, appended_ms));
-            self.batch
-                .insert(&keys::dedup_expiry(appended_ms, seq), dedup_key.clone());
-            self.dedup.insert(dedup_key, seq);
-            seq_of_index.insert(i, seq);
-            outcomes[i] = Some(Appended {
-                seq,
-                duplicate: false,
-            });
-        }
-        self.stats.backlog_events += new_events;
-        self.stats.backlog_bytes += new_bytes;
-        self.bytes_in_group += new_bytes;
-        self.appended |= new_events > 0;
-        // Repeats inside the request answer with the sequence number of their first copy.
-        Ok(outcomes
-            .into_iter()
-            .enumerate()
-            .map(|(i, outcome)| {
-                outcome.unwrap_or_else(|| Appended {
-                    seq: seq_of_index[&repeat_of[&i]],
-                    duplicate: true,
-                })
-            })
-            .collect())
-    }
-
-    /// Removes the record `seq` from the backlog; returns its stored bytes, if it was there.
-    fn take_event(&mut self, seq: u64) -> Result<Option<sled::IVec>, StoreError> {
-        if self.events_gone.contains(&seq) {
-            return Ok(None);
-        }
-        let Some(value) = self.tree.get(keys::event(seq)).map_err(read_error)? else {
-            return Ok(None);
-        };
-        self.batch.remove(&keys::event(seq));
-        self.events_gone.insert(seq);
-        self.stats.backlog_events -= 1;
-        self.stats.backlog_bytes = self.stats.backlog_bytes.saturating_sub(value.len() as u64);
-        Ok(Some(value))
-    }
-
-    fn confirm(&mut self, seqs: &[u64]) -> Result<(), StoreError> {
-        for &seq in seqs {
-            if self.take_event(seq)?.is_some() {
-                self.stats.cursor = self.stats.cursor.max(seq);
-            }
-        }
-        Ok(())
-    }
-
-    fn park(&mut self, seq: u64, error: String) -> Result<(), StoreError> {
-        let raw = self.take_event(seq)?.ok_or(StoreError::NotFound(seq))?;
-        let dead = DeadLetter {
-            seq,
-            raw: raw.to_vec(),
-            error,
-            parked_ms: now_ms(),
-        };
-        self.batch.insert(&keys::dead(seq), record::encode(&dead));
-        self.stats.dead_letters += 1;
-        Ok(())
-    }
-
-    fn take_dead(&mut self, seq: u64) -> Result<DeadLetter, StoreError> {
-        if self.dead_gone.contains(&seq) {
-            return Err(StoreError::NotFound(seq));
-        }
-        let value = self
-            .tree
-            .get(keys::dead(seq))
-            .map_err(read_error)?
-            .ok_or(StoreError::NotFound(seq))?;
-        let dead = record::decode::<DeadLetter>(&value)
-            .map_err(|e| StoreError::Unavailable(format!("dead letter {seq} is corrupt: {e}")))?;
-        self.batch.remove(&keys::dead(seq));
-        self.dead_gone.insert(seq);
-        self.stats.dead_letters = self.stats.dead_letters.saturating_sub(1);
-        Ok(dead)
-    }
-
-    fn replay(&mut self, seq: u64) -> Result<u64, StoreError> {
-        // Check before taking, so that a refused replay changes nothing.
-        let dead = match self.tree.get(keys::dead(seq)).map_err(read_error)? {
-            Some(value) if !self.dead_gone.contains(&seq) => record::decode::<DeadLetter>(&value)
-                .map_err(|e| {
-                StoreError::Unavailable(format!("dead letter {seq} is corrupt: {e}"))
-            })?,
-            _ => return Err(StoreError::NotFound(seq)),
-        };
-        record::decode::<Record>(&dead.raw).map_err(|e| {
-            StoreError::Unavailable(format!(
-                "dead letter {seq} holds a corrupt record ({e}); it can only be purged"
-            ))
-        })?;
-        self.take_dead(seq)?;
-        let new_seq = self.stats.next_seq;
-        self.stats.next_seq += 1;
-        self.batch.insert(&keys::event(new_seq), dead.raw.clone());
-        self.stats.backlog_events += 1;
-        self.stats.backlog_bytes += dead.raw.len() as u64;
-        self.appended = true;
-        Ok(new_seq)
-    }
-
-    fn purge(&mut self, seq: u64) -> Result<(), StoreError> {
-        if self.dead_gone.contains(&seq)
-            || !self
-                .tree
-                .contains_key(keys::dead(seq))
-                .map_err(read_error)?
-        {
-            return Err(StoreError::NotFound(seq));
-        }
-        self.batch.remove(&keys::dead(seq));
-        self.dead_gone.insert(seq);
-        self.stats.dead_letters = self.stats.dead_letters.saturating_sub(1);
-        Ok(())
-    }
-
-    /// Forgets de-duplication entries appended before `cutoff_ms`.
-    fn sweep_dedup(&mut self, cutoff_ms: u64) -> sled::Result<()> {
-        let range = keys::dedup_expiry(0, 0)..keys::dedup_expiry(cutoff_ms, 0);
-        for item in self.tree.range(range).take(SWEEP_MAX) {
-            let (expiry_key, dedup_key) = item?;
-            let ms = u64::from_be_bytes(expiry_key[1..9].try_into().expect("8 bytes"));
-            let seq = keys::seq_of(&expiry_key[8..]);
-            self.batch.remove(expiry_key);
-            // The entry may have been renewed since (same pair appended after expiry).
-            let current = self
-                .tree
-                .get(&dedup_key)?
-                .and_then(|v| keys::parse_dedup_value(&v));
-            if current == Some((seq, ms)) && !self.dedup.contains_key(dedup_key.as_ref()) {
-                self.batch.remove(dedup_key);
-            }
-        }
-        Ok(())
+        Command::Maintain { reply } | Command::Stop { reply } => answer(reply, Ok(())),
     }
 }

@@ -1,26 +1,34 @@
 //! The sled outbox. Appends go through one committer thread that groups concurrent requests,
-//! writes them as one atomic batch, makes them durable with one flush + fdatasync, and only
-//! then answers (group commit). Reads for the relay go straight to sled. The store knows
-//! nothing of HTTP or Kafka: it keeps records, a cursor, dead letters and counters.
+//! writes their records as chunks (one sled value per commit group) in one atomic batch, makes
+//! the batch durable with one flush + fdatasync, and only then answers (group commit). Reads for
+//! the relay go straight to sled, guided by the in-memory chunk index. The store lives in
+//! generations (separate sled databases) so that disk space comes back after a drain. The store
+//! knows nothing of HTTP or Kafka: it keeps records, a cursor, dead letters and counters.
 
+pub mod chunk;
 mod committer;
+pub mod dedup;
 pub mod disk;
 pub mod durable;
+pub mod generation;
 pub mod inspect;
 pub mod keys;
 pub mod record;
 
 pub use record::{DeadLetter, Record, RecordError};
 
+use chunk::ChunkMeta;
 use committer::{Command, Committer};
+use generation::Generation;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, Notify};
 
-/// The schema version written into new stores.
-pub const SCHEMA_VERSION: u64 = 1;
+/// The schema version written into new stores (2: chunks and generations).
+pub const SCHEMA_VERSION: u64 = 2;
 
 /// How the store is opened and bounded.
 #[derive(Debug, Clone)]
@@ -36,17 +44,54 @@ pub struct StoreConfig {
     pub dedup_window: Duration,
     /// Appends are refused while the volume has less free space than this.
     pub min_free_bytes: u64,
+    /// Appends are refused while the store's files take more than this (0: no limit).
+    pub max_disk_bytes: u64,
+    /// At most this many `source` + `id` pairs are remembered (oldest forgotten first).
+    pub dedup_max_entries: usize,
+    /// The active generation is rotated once its files exceed this and twice the backlog.
+    pub rotate_min_bytes: u64,
+    /// Called at each step of a rotation (tests copy the directory there to get crash images).
+    pub rotation_observer: Option<RotationObserver>,
+}
+
+/// The steps of a generation rotation, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RotationStep {
+    /// The new generation holds the copied state; `CURRENT` does not name it yet.
+    NewGenerationWritten,
+    /// `CURRENT` names both generations.
+    Switched,
+    /// The draining generation's last chunk is delivered; `CURRENT` names only the new one.
+    OldGenerationDropped,
+    /// The old generation's directory is gone.
+    OldGenerationRemoved,
+}
+
+/// A callback told each rotation step with the store's directory.
+#[derive(Clone)]
+pub struct RotationObserver(pub Arc<RotationCallback>);
+
+pub type RotationCallback = dyn Fn(&Path, RotationStep) + Send + Sync;
+
+impl std::fmt::Debug for RotationObserver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RotationObserver")
+    }
 }
 
 impl StoreConfig {
     pub fn new(dir: impl Into<PathBuf>) -> StoreConfig {
         StoreConfig {
             dir: dir.into(),
-            cache_bytes: 64 * 1024 * 1024,
+            cache_bytes: 32 * 1024 * 1024,
             max_backlog_events: 1_000_000,
             max_backlog_bytes: 1024 * 1024 * 1024,
             dedup_window: Duration::from_secs(24 * 3600),
             min_free_bytes: 64 * 1024 * 1024,
+            max_disk_bytes: 0,
+            dedup_max_entries: 1_000_000,
+            rotate_min_bytes: 64 * 1024 * 1024,
+            rotation_observer: None,
         }
     }
 }
@@ -78,6 +123,8 @@ pub enum StoreError {
     BacklogFull { events: u64, bytes: u64 },
     #[error("the data volume is nearly full ({free} bytes free, {reserve} kept in reserve); retry later")]
     DiskFull { free: u64, reserve: u64 },
+    #[error("the store's files take {used} bytes, at the limit of {limit} (store.max_disk_bytes); retry later")]
+    DiskLimit { used: u64, limit: u64 },
     #[error("the store is unavailable: {0}")]
     Unavailable(String),
     #[error("no record with sequence number {0}")]
@@ -94,8 +141,41 @@ pub struct ReadBatch {
     pub bytes: u64,
 }
 
+/// An undelivered chunk, as the index knows it.
+#[derive(Clone)]
+pub(crate) struct ChunkEntry {
+    pub generation: Arc<Generation>,
+    pub meta: ChunkMeta,
+}
+
+/// Where every undelivered chunk is; written by the committer after each commit.
+#[derive(Default)]
+pub(crate) struct Index {
+    /// By first sequence number.
+    pub chunks: BTreeMap<u64, ChunkEntry>,
+    /// The live generations, oldest first; the last one is active.
+    pub generations: Vec<Arc<Generation>>,
+}
+
+impl Index {
+    /// The chunk holding `seq`, or else the first one after it.
+    fn chunk_from(&self, seq: u64) -> Option<(u64, &ChunkEntry)> {
+        self.chunks
+            .range(..=seq)
+            .next_back()
+            .filter(|(first, entry)| **first + entry.meta.count() > seq)
+            .or_else(|| self.chunks.range(seq..).next())
+            .map(|(first, entry)| (*first, entry))
+    }
+
+    fn active(&self) -> &Arc<Generation> {
+        self.generations.last().expect("a store has a generation")
+    }
+}
+
 struct Shared {
     stats: Mutex<Stats>,
+    index: RwLock<Index>,
     /// Signalled after each commit that appended events.
     appended: Notify,
     /// Set when a write or sync failed: from then on the store refuses writes.
@@ -111,8 +191,6 @@ pub type FlushObserver = Arc<dyn Fn(Duration) + Send + Sync>;
 /// A handle to the outbox; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
-    db: sled::Db,
-    tree: sled::Tree,
     commands: mpsc::UnboundedSender<Command>,
     shared: Arc<Shared>,
     committer: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
@@ -122,43 +200,13 @@ pub struct Store {
 impl Store {
     /// Opens (or creates) the store and starts its committer thread.
     pub fn open(config: StoreConfig) -> Result<Store, StoreError> {
-        std::fs::create_dir_all(&config.dir).map_err(|e| unavailable("create data dir", e))?;
-        let db = sled::Config::new()
-            .path(&config.dir)
-            .cache_capacity(config.cache_bytes)
-            .flush_every_ms(None)
-            .open()
-            .map_err(|e| unavailable("open sled", e))?;
-        let tree = db
-            .open_tree("outbox")
-            .map_err(|e| unavailable("open tree", e))?;
-        let mut durability =
-            durable::Durability::open(&config.dir).map_err(|e| unavailable("open db file", e))?;
-        committer::init_schema(&db, &tree, &mut durability)?;
-        let stats = committer::load_stats(&tree).map_err(|e| unavailable("read meta", e))?;
-        let shared = Arc::new(Shared {
-            stats: Mutex::new(stats),
-            appended: Notify::new(),
-            broken: AtomicBool::new(false),
-            broken_reason: Mutex::new(None),
-            flush_observer: Mutex::new(None),
-        });
+        let (committer, shared) = Committer::open(config.clone())?;
         let (commands, receiver) = mpsc::unbounded_channel();
-        let committer = Committer::new(
-            db.clone(),
-            tree.clone(),
-            durability,
-            config.clone(),
-            stats,
-            shared.clone(),
-        );
         let handle = std::thread::Builder::new()
             .name("outbox-committer".into())
             .spawn(move || committer.run(receiver))
             .map_err(|e| unavailable("start committer", e))?;
         Ok(Store {
-            db,
-            tree,
             commands,
             shared,
             committer: Arc::new(Mutex::new(Some(handle))),
@@ -195,6 +243,12 @@ impl Store {
         self.command(|reply| Command::Purge { seq, reply }).await
     }
 
+    /// Checks the generations now: rotates a grown one, retires a drained one (otherwise done
+    /// at most once a second after a commit).
+    pub async fn maintain(&self) -> Result<(), StoreError> {
+        self.command(|reply| Command::Maintain { reply }).await
+    }
+
     async fn command<T>(
         &self,
         make: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Command,
@@ -219,38 +273,86 @@ impl Store {
         mut skip: impl FnMut(u64, &Record) -> bool,
     ) -> Result<ReadBatch, StoreError> {
         let mut batch = ReadBatch::default();
-        for item in self.tree.range(keys::event(from)..=keys::event(u64::MAX)) {
-            let (key, value) = item.map_err(|e| unavailable("read", e))?;
-            let seq = keys::seq_of(&key);
-            match record::decode::<Record>(&value) {
-                Ok(record) => {
-                    if skip(seq, &record) {
-                        continue;
-                    }
-                    let size = value.len() as u64;
-                    if !batch.records.is_empty()
-                        && (batch.records.len() >= max_events || batch.bytes + size > max_bytes)
-                    {
-                        break;
-                    }
-                    batch.bytes += size;
-                    batch.records.push((seq, record));
+        let mut position = from;
+        loop {
+            let Some((first, entry)) = self.chunk_from(position) else {
+                break;
+            };
+            // A chunk can grow between two index reads: never go back before `start`.
+            let start = position;
+            position = first + entry.meta.count();
+            let value = entry
+                .generation
+                .tree
+                .get(keys::chunk(first))
+                .map_err(|e| unavailable("read", e))?;
+            // Delivered and removed since the index was read.
+            let Some(value) = value else { continue };
+            let undelivered = (0..entry.meta.lengths.len())
+                .filter(|i| !entry.meta.is_delivered(*i))
+                .map(|i| (i, first + i as u64))
+                .filter(|(_, seq)| *seq >= start);
+            let records = match chunk::decode(&value) {
+                Ok(records) => records,
+                Err(error) => {
+                    batch
+                        .corrupt
+                        .extend(undelivered.map(|(_, seq)| (seq, error.clone())));
+                    continue;
                 }
-                Err(error) => batch.corrupt.push((seq, error)),
+            };
+            for (i, seq) in undelivered {
+                let Some(raw) = records.get(i) else {
+                    batch.corrupt.push((seq, RecordError::Truncated(0)));
+                    continue;
+                };
+                match record::decode::<Record>(raw) {
+                    Ok(record) => {
+                        if skip(seq, &record) {
+                            continue;
+                        }
+                        let size = raw.len() as u64;
+                        if !batch.records.is_empty()
+                            && (batch.records.len() >= max_events || batch.bytes + size > max_bytes)
+                        {
+                            return Ok(batch);
+                        }
+                        batch.bytes += size;
+                        batch.records.push((seq, record));
+                    }
+                    Err(error) => batch.corrupt.push((seq, error)),
+                }
             }
         }
         Ok(batch)
     }
 
-    /// The append time of the oldest undelivered event.
+    fn chunk_from(&self, seq: u64) -> Option<(u64, ChunkEntry)> {
+        let index = self.shared.index.read().expect("index lock");
+        index
+            .chunk_from(seq)
+            .map(|(first, entry)| (first, entry.clone()))
+    }
+
+    fn active(&self) -> Arc<Generation> {
+        self.shared
+            .index
+            .read()
+            .expect("index lock")
+            .active()
+            .clone()
+    }
+
+    /// The time the oldest undelivered event entered the outbox.
     pub fn oldest_appended_ms(&self) -> Option<u64> {
-        let (_, value) = self.tree.scan_prefix([keys::EVENT]).next()?.ok()?;
-        record::decode::<Record>(&value).ok().map(|r| r.appended_ms)
+        let index = self.shared.index.read().expect("index lock");
+        index.chunks.values().next().map(|e| e.meta.appended_ms)
     }
 
     /// Dead letters in sequence order, starting at `from`, at most `limit`.
     pub fn dead_letters(&self, from: u64, limit: usize) -> Result<Vec<DeadLetter>, StoreError> {
-        self.tree
+        self.active()
+            .tree
             .range(keys::dead(from)..=keys::dead(u64::MAX))
             .take(limit)
             .map(|item| {
@@ -264,6 +366,7 @@ impl Store {
     /// A single dead letter.
     pub fn dead_letter(&self, seq: u64) -> Result<Option<DeadLetter>, StoreError> {
         match self
+            .active()
             .tree
             .get(keys::dead(seq))
             .map_err(|e| unavailable("read", e))?
@@ -277,16 +380,15 @@ impl Store {
 
     /// A single undelivered record.
     pub fn record(&self, seq: u64) -> Result<Option<Record>, StoreError> {
-        match self
-            .tree
-            .get(keys::event(seq))
-            .map_err(|e| unavailable("read", e))?
-        {
-            None => Ok(None),
-            Some(value) => record::decode::<Record>(&value)
-                .map(Some)
-                .map_err(|e| StoreError::Unavailable(format!("corrupt record: {e}"))),
+        let batch = self.read_batch(seq, 1, u64::MAX, |_, _| false)?;
+        if let Some((_, error)) = batch.corrupt.iter().find(|(s, _)| *s == seq) {
+            return Err(StoreError::Unavailable(format!("corrupt record: {error}")));
         }
+        Ok(batch
+            .records
+            .into_iter()
+            .find(|(s, _)| *s == seq)
+            .map(|(_, r)| r))
     }
 
     /// Counters as of the last commit.
@@ -313,9 +415,15 @@ impl Store {
         }
     }
 
-    /// Bytes the store's files take on disk.
+    /// Bytes the store's files take on disk (all generations).
     pub fn disk_bytes(&self) -> u64 {
-        self.db.size_on_disk().unwrap_or(0)
+        generation::disk_usage(&self.dir)
+    }
+
+    /// The live generations, oldest first.
+    pub fn generations(&self) -> Vec<u64> {
+        let index = self.shared.index.read().expect("index lock");
+        index.generations.iter().map(|g| g.id).collect()
     }
 
     pub fn dir(&self) -> &Path {

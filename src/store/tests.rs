@@ -213,14 +213,219 @@ async fn read_batch_respects_limits_skip_and_reports_corruption() {
         batch.records.iter().map(|r| r.0).collect::<Vec<_>>(),
         vec![8, 9, 10]
     );
-    // Flip a byte of record 5 behind the store's back.
-    let mut value = store.tree.get(keys::event(5)).unwrap().unwrap().to_vec();
-    let last = value.len() - 1;
-    value[last] ^= 1;
-    store.tree.insert(keys::event(5), value).unwrap();
+    // Flip bytes of record 5 behind the store's back.
+    store.close().await;
+    drop(store);
+    inspect::corrupt_record_for_tests(dir.path(), 5).unwrap();
+    let store = open(dir.path());
     let batch = store.read_batch(0, 100, u64::MAX, |_, _| false).unwrap();
     assert_eq!(batch.records.len(), 9);
     assert_eq!(batch.corrupt.len(), 1);
     assert_eq!(batch.corrupt[0].0, 5);
     assert!(matches!(batch.corrupt[0].1, RecordError::Checksum { .. }));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_racing_a_growing_tail_chunk_never_repeat_a_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let writer = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            for i in 0..300 {
+                store
+                    .append(vec![record("s", &i.to_string(), "a")])
+                    .await
+                    .unwrap();
+            }
+        })
+    };
+    let mut reads = 0;
+    while !writer.is_finished() || reads == 0 {
+        let batch = store.read_batch(0, 1000, u64::MAX, |_, _| false).unwrap();
+        let seqs: Vec<u64> = batch.records.iter().map(|(s, _)| *s).collect();
+        let mut sorted = seqs.clone();
+        sorted.dedup();
+        assert_eq!(seqs, sorted, "a record was read twice in one batch");
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]));
+        reads += 1;
+        tokio::task::yield_now().await;
+    }
+    writer.await.unwrap();
+    let all = store.read_batch(0, 1000, u64::MAX, |_, _| false).unwrap();
+    assert_eq!(all.records.len(), 300);
+}
+
+fn sized(source: &str, id: &str, bytes: usize) -> Record {
+    let mut r = record(source, id, "a");
+    r.message.payload = vec![b'p'; bytes];
+    r
+}
+
+/// Sequence numbers of everything undelivered, in order.
+fn backlog_seqs(store: &Store) -> Vec<u64> {
+    store
+        .read_batch(0, usize::MAX, u64::MAX, |_, _| false)
+        .unwrap()
+        .records
+        .iter()
+        .map(|(s, _)| *s)
+        .collect()
+}
+
+fn rotating_config(dir: &std::path::Path) -> StoreConfig {
+    let mut config = StoreConfig::new(dir);
+    config.rotate_min_bytes = 1024 * 1024;
+    config
+}
+
+#[tokio::test]
+async fn rotation_gives_disk_space_back_after_a_drain_and_keeps_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(rotating_config(dir.path())).unwrap();
+    for batch in 0..40 {
+        let events = (0..100)
+            .map(|i| sized("s", &format!("{batch}-{i}"), 1024))
+            .collect();
+        store.append(events).await.unwrap();
+    }
+    store.park(7, "parked by the test".into()).await.unwrap();
+    let grown = store.disk_bytes();
+    let all = backlog_seqs(&store);
+    assert_eq!(all.len(), 3999);
+    store.confirm(all[..3000].to_vec()).await.unwrap();
+    let seqs = all[3000..].to_vec();
+    // Rotation while 999 events wait: they stay in the old generation and drain from there.
+    store.maintain().await.unwrap();
+    assert_eq!(store.generations(), vec![1, 2]);
+    let later = store.append(vec![sized("s", "late", 1024)]).await.unwrap()[0].seq;
+    assert_eq!(backlog_seqs(&store), [seqs.clone(), vec![later]].concat());
+    store.confirm(seqs).await.unwrap();
+    store.maintain().await.unwrap();
+    assert_eq!(store.generations(), vec![2]);
+    assert_eq!(backlog_seqs(&store), vec![later]);
+    let drained = store.disk_bytes();
+    assert!(
+        drained * 2 < grown,
+        "disk use {drained} after the drain, {grown} before"
+    );
+    // Dead letters, de-duplication and counters came along.
+    assert_eq!(
+        store.dead_letter(7).unwrap().unwrap().error,
+        "parked by the test"
+    );
+    let again = store.append(vec![sized("s", "0-3", 1024)]).await.unwrap();
+    assert_eq!(
+        again[0],
+        Appended {
+            seq: 4,
+            duplicate: true
+        }
+    );
+    let stats = store.stats();
+    assert_eq!((stats.backlog_events, stats.dead_letters), (1, 1));
+    store.close().await;
+    drop(store);
+    let store = Store::open(rotating_config(dir.path())).unwrap();
+    assert_eq!(store.generations(), vec![2]);
+    assert_eq!(backlog_seqs(&store), vec![later]);
+    assert_eq!(store.stats().next_seq, later + 1);
+}
+
+/// Copies a directory tree: what the disk holds if the process died at that moment (every
+/// write before it was synced).
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_crash_at_any_step_of_a_rotation_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let images = dir.path().join("images");
+    let mut config = rotating_config(&data);
+    let images_for_observer = images.clone();
+    config.rotation_observer = Some(RotationObserver(Arc::new(move |root, step| {
+        copy_tree(root, &images_for_observer.join(format!("{step:?}")));
+    })));
+    let store = Store::open(config).unwrap();
+    for batch in 0..20 {
+        let events = (0..100)
+            .map(|i| sized("s", &format!("{batch}-{i}"), 1024))
+            .collect();
+        store.append(events).await.unwrap();
+    }
+    store.confirm((1..=500).collect()).await.unwrap();
+    store.park(600, "parked".into()).await.unwrap();
+    let before: Vec<u64> = backlog_seqs(&store);
+    store.maintain().await.unwrap();
+    let new = store
+        .append(
+            (0..10)
+                .map(|i| sized("s", &format!("new-{i}"), 1024))
+                .collect(),
+        )
+        .await
+        .unwrap();
+    let new: Vec<u64> = new.iter().map(|a| a.seq).collect();
+    store.confirm(before.clone()).await.unwrap();
+    store.maintain().await.unwrap();
+    store.close().await;
+
+    let steps = [
+        (RotationStep::NewGenerationWritten, before.clone()),
+        (RotationStep::Switched, before.clone()),
+        (RotationStep::OldGenerationDropped, new.clone()),
+        (RotationStep::OldGenerationRemoved, new.clone()),
+    ];
+    for (step, expected) in steps {
+        let image = images.join(format!("{step:?}"));
+        assert!(image.exists(), "no image taken at {step:?}");
+        let store = Store::open(StoreConfig::new(&image)).unwrap();
+        assert_eq!(
+            backlog_seqs(&store),
+            expected,
+            "backlog after a crash at {step:?}"
+        );
+        assert_eq!(store.dead_letters(0, 10).unwrap().len(), 1, "at {step:?}");
+        let again = store.append(vec![sized("s", "0-1", 1024)]).await.unwrap();
+        assert_eq!(
+            again[0],
+            Appended {
+                seq: 2,
+                duplicate: true
+            },
+            "at {step:?}"
+        );
+        assert_eq!(
+            store.generations().len(),
+            1 + usize::from(step == RotationStep::Switched)
+        );
+        store.close().await;
+    }
+}
+
+#[tokio::test]
+async fn the_disk_limit_refuses_appends_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = StoreConfig::new(dir.path());
+    config.max_disk_bytes = 1;
+    let store = Store::open(config).unwrap();
+    let err = store.append(vec![record("s", "1", "a")]).await.unwrap_err();
+    assert!(
+        matches!(err, StoreError::DiskLimit { limit: 1, .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("store.max_disk_bytes"));
+    assert_eq!(store.stats().backlog_events, 0);
+    assert!(backlog_seqs(&store).is_empty());
 }

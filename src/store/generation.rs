@@ -1,0 +1,149 @@
+//! Store generations: how the store gives disk space back. sled does not shrink its files after
+//! deletes, so the store is a series of sled databases (`gen-<id>/`), and the file `CURRENT`
+//! names the live ones, oldest first. The newest (active) generation takes every write and holds
+//! the counters, dead letters and de-duplication entries; an older (draining) one only still
+//! holds undelivered chunks. Rotating copies the small state into a fresh generation and then
+//! names it in `CURRENT`; once the draining generation's last chunk is delivered, `CURRENT` drops
+//! it and its directory is deleted. `CURRENT` is replaced atomically (write, fsync, rename,
+//! fsync of the directory), so a crash at any step leaves either the old or the new list, and a
+//! directory `CURRENT` does not name is an unfinished or retired generation, removed on open.
+
+use super::durable::{sync_dir, Durability};
+use std::io::{self, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+const CURRENT: &str = "CURRENT";
+
+/// One sled database of the store.
+pub struct Generation {
+    pub id: u64,
+    pub db: sled::Db,
+    pub tree: sled::Tree,
+    pub dir: PathBuf,
+}
+
+impl Generation {
+    /// Opens (or creates) generation `id` under `root`, with the files it needs for syncing.
+    pub fn open(root: &Path, id: u64, cache_bytes: u64) -> io::Result<(Generation, Durability)> {
+        let dir = dir_of(root, id);
+        let db = sled::Config::new()
+            .path(&dir)
+            .cache_capacity(cache_bytes)
+            .flush_every_ms(None)
+            .open()
+            .map_err(io::Error::other)?;
+        let tree = db.open_tree("outbox").map_err(io::Error::other)?;
+        let durability = Durability::open(&dir)?;
+        sync_dir(root)?;
+        Ok((Generation { id, db, tree, dir }, durability))
+    }
+
+    /// Bytes this generation's files take on disk.
+    pub fn disk_bytes(&self) -> u64 {
+        disk_usage(&self.dir)
+    }
+}
+
+pub fn dir_of(root: &Path, id: u64) -> PathBuf {
+    root.join(format!("gen-{id:06}"))
+}
+
+/// The live generations named in `CURRENT`, oldest first; `None` for a new store.
+pub fn read_current(root: &Path) -> io::Result<Option<Vec<u64>>> {
+    let text = match std::fs::read_to_string(root.join(CURRENT)) {
+        Ok(text) => text,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let ids = text
+        .split_whitespace()
+        .map(|id| id.parse::<u64>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| io::Error::other(format!("{CURRENT} is unreadable: {text:?}")))?;
+    if ids.is_empty() || ids.len() > 2 || ids.windows(2).any(|w| w[0] >= w[1]) {
+        return Err(io::Error::other(format!(
+            "{CURRENT} names no valid generations: {text:?}"
+        )));
+    }
+    Ok(Some(ids))
+}
+
+/// Replaces `CURRENT` atomically and durably.
+pub fn write_current(root: &Path, ids: &[u64]) -> io::Result<()> {
+    let tmp = root.join(format!("{CURRENT}.tmp"));
+    let text: Vec<String> = ids.iter().map(u64::to_string).collect();
+    let mut file = std::fs::File::create(&tmp)?;
+    file.write_all(format!("{}\n", text.join(" ")).as_bytes())?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, root.join(CURRENT))?;
+    sync_dir(root)
+}
+
+/// Removes generation directories `CURRENT` does not name (an unfinished rotation or a retired
+/// generation whose deletion was cut short).
+pub fn remove_unlisted(root: &Path, live: &[u64]) -> io::Result<()> {
+    for entry in std::fs::read_dir(root)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some(id) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("gen-"))
+            .and_then(|n| n.parse::<u64>().ok())
+        else {
+            continue;
+        };
+        if !live.contains(&id) {
+            tracing::info!(
+                generation = id,
+                "removing a store generation no longer in use"
+            );
+            std::fs::remove_dir_all(entry.path())?;
+        }
+    }
+    Ok(())
+}
+
+/// Bytes allocated on disk to the files under `path`.
+pub fn disk_usage(path: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(path) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|entry| match entry.metadata() {
+            Ok(m) if m.is_dir() => disk_usage(&entry.path()),
+            Ok(m) => m.blocks() * 512,
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn current_round_trips_and_rejects_garbage() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(read_current(dir.path()).unwrap(), None);
+        write_current(dir.path(), &[3, 4]).unwrap();
+        assert_eq!(read_current(dir.path()).unwrap(), Some(vec![3, 4]));
+        for bad in ["", "x", "4 3", "1 2 3"] {
+            std::fs::write(dir.path().join(CURRENT), bad).unwrap();
+            assert!(read_current(dir.path()).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn unlisted_generations_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        for id in [1, 2, 3] {
+            std::fs::create_dir(dir_of(dir.path(), id)).unwrap();
+        }
+        std::fs::write(dir.path().join("other"), "kept").unwrap();
+        remove_unlisted(dir.path(), &[2]).unwrap();
+        assert!(!dir_of(dir.path(), 1).exists() && !dir_of(dir.path(), 3).exists());
+        assert!(dir_of(dir.path(), 2).exists() && dir.path().join("other").exists());
+    }
+}
