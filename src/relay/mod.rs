@@ -212,7 +212,10 @@ impl Relay {
                 self.publish_status();
                 return Flow::Continue;
             }
-            self.check_topics(&batch.records).await;
+            tokio::select! {
+                _ = self.check_topics(&batch.records) => {}
+                _ = shutdown.changed() => return Flow::Stop,
+            }
             let records: Vec<(u64, Record)> = batch
                 .records
                 .into_iter()
@@ -465,8 +468,9 @@ impl Relay {
             .await
             .expect("the metadata task does not panic");
             let Ok(metadata) = metadata else {
-                // The cluster does not answer: producing will tell (and be retried).
-                continue;
+                // The cluster does not answer: producing will tell (and be retried). Asking
+                // again for every other topic would only wait the timeout once per topic.
+                break;
             };
             let missing = metadata.topics().iter().any(|t| {
                 t.name() == topic
