@@ -406,8 +406,11 @@ fn inspect(
 }
 
 async fn create_topics(config: &Config, topics: &[String], json: bool) -> anyhow::Result<()> {
+    let auth = std::sync::Arc::new(crate::msk_iam::AuthStatus::default());
+    let tokens = crate::kafka::token_source(&config.kafka.security, auth).await;
     let outcomes = crate::kafka::create_topics(
         &config.kafka,
+        tokens,
         topics,
         config.kafka.topic_partitions,
         config.kafka.topic_replication,

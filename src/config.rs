@@ -127,9 +127,145 @@ pub struct KafkaConfig {
     pub topic_partitions: i32,
     /// Replication factor of topics the sidecar creates; -1 is the cluster's default.
     pub topic_replication: i32,
-    /// Further librdkafka properties, passed as they are (for example TLS or SASL settings).
+    /// TLS and SASL (including MSK IAM).
+    pub security: SecurityConfig,
+    /// Further librdkafka properties, passed as they are; they win over everything above.
     /// Values of keys that look secret are never logged.
     pub properties: BTreeMap<String, String>,
+}
+
+/// How the sidecar authenticates to the cluster and protects the connection.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SecurityConfig {
+    /// `plaintext`, `ssl`, `sasl_plaintext` or `sasl_ssl`.
+    pub protocol: String,
+    /// `none`, `aws_msk_iam` (SASL/OAUTHBEARER with a SigV4-signed token), `plain`,
+    /// `scram-sha-256` or `scram-sha-512`.
+    pub sasl_mechanism: String,
+    /// For `plain` and `scram-*`.
+    pub sasl_username: String,
+    pub sasl_password: String,
+    /// A PEM file of CA certificates; empty: the system's trusted roots.
+    pub ca_file: String,
+    /// A client certificate and its key (PEM), for clusters that want mutual TLS.
+    pub client_cert_file: String,
+    pub client_key_file: String,
+    pub client_key_password: String,
+    /// The AWS region of the MSK cluster (`aws_msk_iam`).
+    pub aws_region: String,
+    /// A named profile of the shared AWS config; empty: the standard chain.
+    pub aws_profile: String,
+    /// A role to assume with the chain's credentials; empty: use them directly.
+    pub aws_role_arn: String,
+    pub aws_role_session_name: String,
+    /// How long one token signing may wait for credentials.
+    #[serde(with = "humantime_serde")]
+    pub token_timeout: Duration,
+}
+
+impl Default for SecurityConfig {
+    fn default() -> Self {
+        SecurityConfig {
+            protocol: "plaintext".into(),
+            sasl_mechanism: "none".into(),
+            sasl_username: String::new(),
+            sasl_password: String::new(),
+            ca_file: String::new(),
+            client_cert_file: String::new(),
+            client_key_file: String::new(),
+            client_key_password: String::new(),
+            aws_region: String::new(),
+            aws_profile: String::new(),
+            aws_role_arn: String::new(),
+            aws_role_session_name: "edge-outbox".into(),
+            token_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl SecurityConfig {
+    pub fn uses_msk_iam(&self) -> bool {
+        self.sasl_mechanism == "aws_msk_iam"
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let protocols = ["plaintext", "ssl", "sasl_plaintext", "sasl_ssl"];
+        if !protocols.contains(&self.protocol.as_str()) {
+            return Err(bad(
+                "kafka.security.protocol",
+                format!("{:?} is not one of {}", self.protocol, protocols.join(", ")),
+            ));
+        }
+        let mechanisms = [
+            "none",
+            "aws_msk_iam",
+            "plain",
+            "scram-sha-256",
+            "scram-sha-512",
+        ];
+        if !mechanisms.contains(&self.sasl_mechanism.as_str()) {
+            return Err(bad(
+                "kafka.security.sasl_mechanism",
+                format!(
+                    "{:?} is not one of {}",
+                    self.sasl_mechanism,
+                    mechanisms.join(", ")
+                ),
+            ));
+        }
+        let sasl = self.protocol.starts_with("sasl_");
+        if sasl != (self.sasl_mechanism != "none") {
+            return Err(bad(
+                "kafka.security.sasl_mechanism",
+                "a sasl_* protocol needs a SASL mechanism, and a mechanism needs a sasl_* protocol",
+            ));
+        }
+        if self.uses_msk_iam() {
+            if self.aws_region.is_empty() {
+                return Err(bad(
+                    "kafka.security.aws_region",
+                    "aws_msk_iam needs the cluster's region",
+                ));
+            }
+            if self.protocol != "sasl_ssl" {
+                return Err(bad(
+                    "kafka.security.protocol",
+                    "MSK IAM authentication needs sasl_ssl",
+                ));
+            }
+        }
+        if ["plain", "scram-sha-256", "scram-sha-512"].contains(&self.sasl_mechanism.as_str())
+            && self.sasl_username.is_empty()
+        {
+            return Err(bad(
+                "kafka.security.sasl_username",
+                "the SASL mechanism needs a username",
+            ));
+        }
+        if self.client_cert_file.is_empty() != self.client_key_file.is_empty() {
+            return Err(bad(
+                "kafka.security.client_key_file",
+                "a client certificate and its key go together",
+            ));
+        }
+        for (setting, path) in [
+            ("kafka.security.ca_file", &self.ca_file),
+            ("kafka.security.client_cert_file", &self.client_cert_file),
+            ("kafka.security.client_key_file", &self.client_key_file),
+        ] {
+            if !path.is_empty() && !Path::new(path).is_file() {
+                return Err(bad(setting, format!("{path} is not a readable file")));
+            }
+        }
+        if self.token_timeout.is_zero() {
+            return Err(bad(
+                "kafka.security.token_timeout",
+                "must be longer than zero",
+            ));
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -261,6 +397,7 @@ impl Default for KafkaConfig {
             create_topics: false,
             topic_partitions: 3,
             topic_replication: -1,
+            security: SecurityConfig::default(),
             properties: BTreeMap::new(),
         }
     }
@@ -350,6 +487,7 @@ impl Config {
                 ),
             ));
         }
+        self.kafka.security.validate()?;
         let timeout = self.kafka.delivery_timeout.as_millis();
         if timeout == 0 || timeout > i32::MAX as u128 {
             return Err(bad(
@@ -399,6 +537,15 @@ impl Config {
     /// The effective configuration as TOML, with secret-looking values redacted.
     pub fn redacted_toml(&self) -> String {
         let mut copy = self.clone();
+        let security = &mut copy.kafka.security;
+        for secret in [
+            &mut security.sasl_password,
+            &mut security.client_key_password,
+        ] {
+            if !secret.is_empty() {
+                *secret = "<redacted>".into();
+            }
+        }
         for (key, value) in copy.kafka.properties.iter_mut() {
             if is_secret_key(key) {
                 *value = "<redacted>".into();

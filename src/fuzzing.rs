@@ -115,6 +115,7 @@ fn ingest_harness() -> &'static IngestHarness {
             retry_after_secs: 1,
             max_backlog_age: std::time::Duration::from_secs(300),
             metrics: crate::metrics::Metrics::new(),
+            auth: None,
         };
         IngestHarness {
             runtime: tokio::runtime::Builder::new_current_thread()

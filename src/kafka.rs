@@ -1,15 +1,71 @@
-//! Everything that knows librdkafka: building the idempotent producer from the configuration,
-//! classifying produce errors for the relay, the embedded development broker (librdkafka's mock
-//! cluster) and the consumer used by `tail`.
+//! Everything that knows librdkafka: building the idempotent producer from the configuration
+//! (with TLS, SASL and MSK IAM), classifying produce errors for the relay, the embedded
+//! development broker (librdkafka's mock cluster) and the consumer used by `tail`.
 
-use crate::config::{is_secret_key, KafkaConfig};
+use crate::config::{is_secret_key, KafkaConfig, SecurityConfig};
+use crate::msk_iam::TokenSource;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
+use rdkafka::client::{ClientContext, OAuthToken};
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{DefaultProducerContext, FutureProducer};
+use std::sync::{Arc, Mutex};
+
+/// The producer type of the sidecar.
+pub type Producer = FutureProducer<KafkaContext>;
+
+/// The context of every client of the sidecar's cluster: signs MSK IAM tokens when librdkafka
+/// asks for one (on librdkafka's own thread), and remembers the last client-level errors so
+/// that `check-config --connect` can say what failed.
+#[derive(Clone, Default)]
+pub struct KafkaContext {
+    tokens: Option<Arc<TokenSource>>,
+    errors: Arc<Mutex<Vec<String>>>,
+}
+
+impl KafkaContext {
+    pub fn new(tokens: Option<Arc<TokenSource>>) -> KafkaContext {
+        KafkaContext {
+            tokens,
+            errors: Arc::default(),
+        }
+    }
+
+    /// Client-level errors seen so far (transport, TLS, SASL), oldest first.
+    pub fn errors(&self) -> Vec<String> {
+        self.errors.lock().expect("lock").clone()
+    }
+}
+
+impl ClientContext for KafkaContext {
+    const ENABLE_REFRESH_OAUTH_TOKEN: bool = true;
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::error!("librdkafka: {error}: {reason}");
+        let mut errors = self.errors.lock().expect("lock");
+        if errors.len() < 100 {
+            errors.push(format!("{error}: {reason}"));
+        }
+    }
+
+    fn generate_oauth_token(
+        &self,
+        _config: Option<&str>,
+    ) -> Result<OAuthToken, Box<dyn std::error::Error>> {
+        let source = self.tokens.as_ref().ok_or(
+            "SASL/OAUTHBEARER is only supported as kafka.security.sasl_mechanism = aws_msk_iam",
+        )?;
+        let token = source.token()?;
+        Ok(OAuthToken {
+            token: token.token,
+            // MSK takes the identity from the signature; librdkafka wants a name all the same.
+            principal_name: "edge-outbox".into(),
+            lifetime_ms: token.expiry_ms,
+        })
+    }
+}
 
 /// What the relay does about a failed message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -114,8 +170,11 @@ pub fn owned_headers(headers: &[(String, Vec<u8>)]) -> OwnedHeaders {
     )
 }
 
-/// Creates the producer.
-pub fn create_producer(config: &KafkaConfig) -> Result<FutureProducer, KafkaError> {
+/// Creates the producer; `tokens` signs MSK IAM tokens when the configuration asks for them.
+pub fn create_producer(
+    config: &KafkaConfig,
+    tokens: Option<Arc<TokenSource>>,
+) -> Result<Producer, KafkaError> {
     let properties: Vec<String> = config
         .properties
         .iter()
@@ -127,8 +186,14 @@ pub fn create_producer(config: &KafkaConfig) -> Result<FutureProducer, KafkaErro
             }
         })
         .collect();
-    tracing::info!(brokers = %config.brokers, extra = ?properties, "creating the Kafka producer");
-    producer_config(config).create()
+    tracing::info!(
+        brokers = %config.brokers,
+        protocol = %config.security.protocol,
+        sasl = %config.security.sasl_mechanism,
+        extra = ?properties,
+        "creating the Kafka producer"
+    );
+    producer_config(config).create_with_context(KafkaContext::new(tokens))
 }
 
 /// What happened to one topic of a [`create_topics`] call.
@@ -147,21 +212,85 @@ fn client_config(config: &KafkaConfig) -> ClientConfig {
     client
         .set("bootstrap.servers", &config.brokers)
         .set("client.id", &config.client_id);
+    security_properties(&config.security, &mut client);
     for (key, value) in &config.properties {
         client.set(key, value);
     }
     client
 }
 
+/// The librdkafka properties for TLS and SASL.
+fn security_properties(security: &SecurityConfig, client: &mut ClientConfig) {
+    client.set("security.protocol", &security.protocol);
+    if security.protocol.ends_with("ssl") {
+        if security.ca_file.is_empty() {
+            // The system's trusted roots, wherever this distribution keeps them.
+            client.set("ssl.ca.location", "probe");
+        } else {
+            client.set("ssl.ca.location", &security.ca_file);
+        }
+        if !security.client_cert_file.is_empty() {
+            client
+                .set("ssl.certificate.location", &security.client_cert_file)
+                .set("ssl.key.location", &security.client_key_file);
+            if !security.client_key_password.is_empty() {
+                client.set("ssl.key.password", &security.client_key_password);
+            }
+        }
+    }
+    let mechanism = match security.sasl_mechanism.as_str() {
+        "aws_msk_iam" => "OAUTHBEARER",
+        "plain" => "PLAIN",
+        "scram-sha-256" => "SCRAM-SHA-256",
+        "scram-sha-512" => "SCRAM-SHA-512",
+        _ => return,
+    };
+    client.set("sasl.mechanism", mechanism);
+    if mechanism != "OAUTHBEARER" {
+        client
+            .set("sasl.username", &security.sasl_username)
+            .set("sasl.password", &security.sasl_password);
+    }
+}
+
+/// The token source for MSK IAM, when the configuration uses it: the AWS SDK's credential
+/// chain for the configured region, profile and role.
+pub async fn token_source(
+    security: &SecurityConfig,
+    status: Arc<crate::msk_iam::AuthStatus>,
+) -> Option<Arc<TokenSource>> {
+    if !security.uses_msk_iam() {
+        return None;
+    }
+    let non_empty = |s: &String| (!s.is_empty()).then(|| s.clone());
+    let credentials = crate::msk_iam::sdk_credentials(
+        &security.aws_region,
+        non_empty(&security.aws_profile).as_deref(),
+        non_empty(&security.aws_role_arn).as_deref(),
+        &security.aws_role_session_name,
+    )
+    .await;
+    Some(Arc::new(TokenSource {
+        region: security.aws_region.clone(),
+        credentials: Arc::new(credentials),
+        runtime: tokio::runtime::Handle::current(),
+        timeout: security.token_timeout,
+        status,
+        user_agent: concat!("edge-outbox/", env!("CARGO_PKG_VERSION")).into(),
+    }))
+}
+
 /// Creates the `topics` that do not exist yet through the Kafka admin API; existing topics are
 /// left alone. `replication` -1 means the cluster's default (what MSK Serverless needs).
 pub async fn create_topics(
     config: &KafkaConfig,
+    tokens: Option<Arc<TokenSource>>,
     topics: &[String],
     partitions: i32,
     replication: i32,
 ) -> Result<Vec<(String, TopicOutcome)>, KafkaError> {
-    let admin: AdminClient<DefaultClientContext> = client_config(config).create()?;
+    let admin: AdminClient<KafkaContext> =
+        client_config(config).create_with_context(KafkaContext::new(tokens))?;
     let new_topics: Vec<NewTopic> = topics
         .iter()
         .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(replication)))

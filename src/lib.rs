@@ -6,6 +6,7 @@ pub mod catalog;
 pub mod config;
 pub mod event;
 pub mod kafka;
+pub mod msk_iam;
 pub mod relay;
 pub mod sidecar;
 pub mod store;

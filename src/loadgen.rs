@@ -258,7 +258,7 @@ async fn baseline(brokers: &str, catalog: &Catalog, spec: &LoadSpec) -> anyhow::
         brokers: brokers.to_string(),
         ..KafkaConfig::default()
     };
-    let producer = create_producer(&config)?;
+    let producer = create_producer(&config, None)?;
     let messages: Vec<_> = (0..spec.events)
         .map(|n| {
             let value = sample_event(catalog, n, spec.tenants, spec.payload_bytes);

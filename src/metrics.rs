@@ -37,6 +37,7 @@ pub struct Metrics {
     pub flush_duration_seconds: Histogram,
     pub limiter_wait_seconds: Counter<f64, AtomicU64>,
     pub broker_reachable: Gauge,
+    token_refresh_failures: Counter,
 }
 
 impl Metrics {
@@ -58,6 +59,7 @@ impl Metrics {
             flush_duration_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
             limiter_wait_seconds: Counter::default(),
             broker_reachable: Gauge::default(),
+            token_refresh_failures: Counter::default(),
             registry: Registry::default(),
         };
         let r = &mut m.registry;
@@ -85,6 +87,11 @@ impl Metrics {
             "edge_outbox_store_disk_bytes",
             "Disk space the store's files take",
             m.disk_bytes.clone(),
+        );
+        r.register(
+            "edge_outbox_token_refresh_failures",
+            "MSK IAM token signings that failed (no or expired credentials, timeout)",
+            m.token_refresh_failures.clone(),
         );
         r.register(
             "edge_outbox_appended_events",
@@ -166,7 +173,12 @@ impl Metrics {
     }
 
     /// The OpenMetrics text of every metric, with the store's gauges read now.
-    pub fn render(&self, store: &Store) -> String {
+    pub fn render(&self, store: &Store, auth: Option<&crate::msk_iam::AuthStatus>) -> String {
+        if let Some(auth) = auth {
+            let failures = auth.failures.load(std::sync::atomic::Ordering::Relaxed);
+            self.token_refresh_failures
+                .inc_by(failures.saturating_sub(self.token_refresh_failures.get()));
+        }
         let stats = store.stats();
         self.backlog_events.set(stats.backlog_events as i64);
         self.backlog_bytes.set(stats.backlog_bytes as i64);

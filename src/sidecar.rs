@@ -17,12 +17,14 @@ use tokio::task::JoinHandle;
 /// Creates the missing catalogue topics, retrying while the cluster cannot be reached.
 async fn provision_topics(
     kafka: crate::config::KafkaConfig,
+    tokens: Option<Arc<crate::msk_iam::TokenSource>>,
     topics: Vec<String>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
         match crate::kafka::create_topics(
             &kafka,
+            tokens.clone(),
             &topics,
             kafka.topic_partitions,
             kafka.topic_replication,
@@ -78,9 +80,12 @@ impl Sidecar {
                 .flush_duration_seconds
                 .observe(took.as_secs_f64())
         }));
+        let auth = Arc::new(crate::msk_iam::AuthStatus::default());
+        let tokens = crate::kafka::token_source(&config.kafka.security, auth.clone()).await;
         let relay = Relay::new(
             store.clone(),
             config.kafka.clone(),
+            tokens.clone(),
             config.relay.clone(),
             config.ingest.max_event_bytes as u64,
             metrics.clone(),
@@ -101,6 +106,7 @@ impl Sidecar {
             retry_after_secs: config.relay.flush_interval.as_secs().max(1),
             max_backlog_age: config.readiness.max_backlog_age,
             metrics,
+            auth: config.kafka.security.uses_msk_iam().then_some(auth),
         });
         let (shutdown, watcher) = watch::channel(false);
         let mut server_watch = watcher.clone();
@@ -114,6 +120,7 @@ impl Sidecar {
         if config.kafka.create_topics {
             tokio::spawn(provision_topics(
                 config.kafka.clone(),
+                tokens.clone(),
                 Catalog::with_extra(&config.ingest.extra_types).topics(),
                 watcher.clone(),
             ));

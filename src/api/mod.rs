@@ -33,6 +33,8 @@ pub struct App {
     pub retry_after_secs: u64,
     pub max_backlog_age: Duration,
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// MSK IAM token signing, when the cluster uses it.
+    pub auth: Option<Arc<crate::msk_iam::AuthStatus>>,
 }
 
 pub fn router(app: Arc<App>) -> Router {
@@ -71,6 +73,9 @@ async fn readyz(State(app): State<Arc<App>>) -> Response {
             ));
         }
     }
+    if let Some(error) = app.auth.as_ref().and_then(|a| a.failing()) {
+        reasons.push(format!("Kafka authentication: {error}"));
+    }
     let status = if reasons.is_empty() {
         StatusCode::OK
     } else {
@@ -93,6 +98,13 @@ async fn status(State(app): State<Arc<App>>) -> Response {
         "disk_bytes": app.store.disk_bytes(),
         "writable": app.store.broken().is_none(),
         "relay": relay,
+        "auth": app.auth.as_ref().map(|a| json!({
+            "mechanism": "aws_msk_iam",
+            "token_refreshes": a.refreshes.load(std::sync::atomic::Ordering::Relaxed),
+            "token_refresh_failures": a.failures.load(std::sync::atomic::Ordering::Relaxed),
+            "last_error": a.failing(),
+            "last_success_ms": a.last_success_ms.load(std::sync::atomic::Ordering::Relaxed),
+        })),
     }))
     .into_response()
 }
@@ -103,7 +115,7 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
             axum::http::header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        app.metrics.render(&app.store),
+        app.metrics.render(&app.store, app.auth.as_deref()),
     )
         .into_response()
 }

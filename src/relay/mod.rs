@@ -14,11 +14,12 @@ pub use limiter::Limiter;
 
 use crate::catalog::OUTBOX_PUBLISHED_TYPE;
 use crate::config::{KafkaConfig, RelayConfig};
-use crate::kafka::{classify, create_producer, owned_headers, ErrorClass};
+use crate::kafka::{classify, create_producer, owned_headers, ErrorClass, Producer};
+use crate::msk_iam::TokenSource;
 use crate::store::{now_ms, Record, Store};
 use futures::future::{self, Either};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureRecord;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -67,8 +68,10 @@ enum Flow {
 
 pub struct Relay {
     store: Store,
-    producer: FutureProducer,
+    producer: Producer,
     kafka: KafkaConfig,
+    /// Signs MSK IAM tokens for every producer this relay creates.
+    tokens: Option<Arc<TokenSource>>,
     config: RelayConfig,
     limiter: Limiter,
     status: StatusHandle,
@@ -94,11 +97,12 @@ impl Relay {
     pub fn new(
         store: Store,
         kafka: KafkaConfig,
+        tokens: Option<Arc<TokenSource>>,
         config: RelayConfig,
         largest_message: u64,
         metrics: Arc<crate::metrics::Metrics>,
     ) -> Result<Relay, KafkaError> {
-        let producer = create_producer(&kafka)?;
+        let producer = create_producer(&kafka, tokens.clone())?;
         let limiter = Limiter::new(
             config.max_events_per_second,
             config.max_bytes_per_second,
@@ -108,6 +112,7 @@ impl Relay {
             store,
             producer,
             kafka,
+            tokens,
             backoff: config.retry_backoff_min,
             config,
             limiter,
@@ -405,7 +410,7 @@ impl Relay {
         }
         if fatal {
             tracing::warn!("recreating the Kafka producer (fatal error, delivery timeout or repeated failures)");
-            match create_producer(&self.kafka) {
+            match create_producer(&self.kafka, self.tokens.clone()) {
                 Ok(producer) => self.producer = producer,
                 Err(e) => self.note_error("fatal", format!("recreating the producer: {e}")),
             }
