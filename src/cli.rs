@@ -25,8 +25,20 @@ use std::time::Duration;
 )]
 pub struct Cli {
     /// A TOML configuration file.
-    #[arg(long, global = true, env = "EDGE_OUTBOX_CONFIG")]
+    #[arg(
+        long,
+        global = true,
+        env = "EDGE_OUTBOX_CONFIG",
+        conflicts_with = "preset"
+    )]
     pub config: Option<PathBuf>,
+    /// A shipped configuration (`staging`, `production`) or the path of a configuration file.
+    #[arg(long, global = true, env = "EDGE_OUTBOX_PRESET")]
+    pub preset: Option<String>,
+    /// Override any setting: `--set relay.flush_interval=5s` (repeatable; wins over the file
+    /// and the environment, including `EDGE_OUTBOX__SECTION__KEY` variables).
+    #[arg(long = "set", global = true, value_name = "PATH=VALUE")]
+    pub set: Vec<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -97,7 +109,17 @@ pub enum Command {
         output: Option<PathBuf>,
     },
     /// Validate a configuration and print the effective settings (secrets redacted).
-    CheckConfig(ServeArgs),
+    CheckConfig {
+        #[command(flatten)]
+        serve: ServeArgs,
+        /// Also connect: resolve the brokers, open TCP (and TLS), authenticate, fetch metadata
+        /// and check the catalogue topics, reporting the first step that fails.
+        #[arg(long)]
+        connect: bool,
+        /// How long each step may take.
+        #[arg(long, default_value = "15s", value_parser = parse_duration)]
+        timeout: Duration,
+    },
     /// Load a running sidecar over HTTP and report throughput, latency, memory and drain time.
     Bench(BenchArgs),
 }
@@ -199,12 +221,58 @@ pub struct TailArgs {
     pub idle_timeout: Option<Duration>,
 }
 
-/// Loads the configuration: defaults, then the file, then environment and flags.
-pub fn load_config(file: Option<&PathBuf>, args: &ServeArgs) -> anyhow::Result<Config> {
-    let mut config = match file {
-        Some(path) => Config::from_file(path)?,
-        None => Config::default(),
-    };
+/// Where the configuration comes from, below the named flags.
+#[derive(Debug, Default, Clone)]
+pub struct ConfigSource {
+    pub file: Option<PathBuf>,
+    pub preset: Option<String>,
+    pub set: Vec<String>,
+}
+
+impl ConfigSource {
+    pub fn of(cli: &Cli) -> ConfigSource {
+        ConfigSource {
+            file: cli.config.clone(),
+            preset: cli.preset.clone(),
+            set: cli.set.clone(),
+        }
+    }
+
+    /// Defaults < file or preset < `EDGE_OUTBOX__*` environment < `--set`.
+    pub fn load(&self) -> anyhow::Result<Config> {
+        let (text, origin) = match (&self.file, &self.preset) {
+            (Some(path), _) => (
+                std::fs::read_to_string(path)
+                    .with_context(|| format!("reading {}", path.display()))?,
+                path.display().to_string(),
+            ),
+            (None, Some(name)) => match crate::config::preset(name) {
+                Some(text) => (text.to_string(), format!("preset {name}")),
+                None if std::path::Path::new(name).is_file() => (
+                    std::fs::read_to_string(name).with_context(|| format!("reading {name}"))?,
+                    name.clone(),
+                ),
+                None => bail!(
+                    "--preset {name:?} is neither a shipped preset ({}) nor a configuration file",
+                    crate::config::PRESETS.map(|(n, _)| n).join(", ")
+                ),
+            },
+            (None, None) => (String::new(), "defaults".to_string()),
+        };
+        let mut overrides = crate::config::env_overrides(std::env::vars());
+        for item in &self.set {
+            let (path, value) = item
+                .split_once('=')
+                .with_context(|| format!("--set {item:?}: expected PATH=VALUE"))?;
+            overrides.push((path.trim().to_string(), value.to_string()));
+        }
+        Ok(Config::from_layers(&text, &origin, &overrides)?)
+    }
+}
+
+/// Loads the configuration: defaults, then the file or preset, then environment and flags.
+pub fn load_config(source: &ConfigSource, args: &ServeArgs) -> anyhow::Result<Config> {
+    let mut config = source.load()?;
     if let Some(listen) = args.listen {
         config.listen = listen;
     }
@@ -223,6 +291,14 @@ pub fn load_config(file: Option<&PathBuf>, args: &ServeArgs) -> anyhow::Result<C
     Ok(config)
 }
 
+/// Logging for one-shot commands: only errors of our own, never librdkafka's chatter.
+fn init_logging_quiet() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("off"))
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
 /// Sets up `tracing` on standard error.
 pub fn init_logging(config: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -238,14 +314,15 @@ pub fn init_logging(config: &Config) {
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let source = ConfigSource::of(&cli);
     match cli.command {
         Command::Serve(args) => {
-            let config = load_config(cli.config.as_ref(), &args)?;
+            let config = load_config(&source, &args)?;
             init_logging(&config);
             serve(config).await
         }
         Command::Dev(args) => {
-            let mut config = load_config(cli.config.as_ref(), &args.serve)?;
+            let mut config = load_config(&source, &args.serve)?;
             init_logging(&config);
             let catalog = Catalog::with_extra(&config.ingest.extra_types);
             let broker = DevBroker::start(1, &catalog.topics(), args.partitions)
@@ -271,10 +348,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Topics { action, json } => {
-            let mut config = match &cli.config {
-                Some(path) => Config::from_file(path)?,
-                None => Config::default(),
-            };
+            let mut config = source.load()?;
             let catalog = Catalog::with_extra(&config.ingest.extra_types);
             match action {
                 None => quiet_broken_pipe(print_topics(&catalog, json)),
@@ -325,12 +399,27 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::CheckConfig(args) => {
-            let config = load_config(cli.config.as_ref(), &args)?;
-            config.validate(false)?;
+        Command::CheckConfig {
+            serve,
+            connect,
+            timeout,
+        } => {
+            let config = load_config(&source, &serve)?;
+            config.validate(connect)?;
             print!("{}", config.redacted_toml());
             if config.kafka.brokers.trim().is_empty() {
                 eprintln!("note: kafka.brokers is empty; `serve` needs it (`dev` does not)");
+            }
+            if connect {
+                init_logging_quiet();
+                let report = crate::connect_check::run(&config, timeout).await;
+                eprint!("{}", report.render());
+                if !report.ok() {
+                    bail!(
+                        "the connection check failed: {}",
+                        report.failure().unwrap_or_default()
+                    );
+                }
             }
             Ok(())
         }

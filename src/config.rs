@@ -443,6 +443,97 @@ impl Config {
         toml::from_str(text).map_err(|e| bad("file", e.to_string()))
     }
 
+    /// Parses TOML over the defaults, then applies `overrides` in order: each a dotted setting
+    /// path (`relay.flush_interval`, `kafka.properties.linger.ms`) and a value, read as TOML
+    /// when it parses as TOML (`5`, `true`, `"x"`) and as a string otherwise.
+    pub fn from_layers(
+        text: &str,
+        origin: &str,
+        overrides: &[(String, String)],
+    ) -> Result<Config, ConfigError> {
+        let mut table: toml::Table =
+            toml::from_str(text).map_err(|e| bad(origin, e.to_string()))?;
+        for (path, raw) in overrides {
+            set_path(&mut table, path, parse_override(raw))?;
+        }
+        toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| bad(origin, e.to_string()))
+    }
+}
+
+/// The configuration presets shipped with the binary (`packaging/config/*.toml`).
+pub const PRESETS: [(&str, &str); 2] = [
+    ("staging", include_str!("../packaging/config/staging.toml")),
+    (
+        "production",
+        include_str!("../packaging/config/production.toml"),
+    ),
+];
+
+/// The text of a preset by name.
+pub fn preset(name: &str) -> Option<&'static str> {
+    PRESETS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, text)| *text)
+}
+
+/// Overrides from `EDGE_OUTBOX__SECTION__KEY=value` environment variables, as
+/// `("section.key", value)`, sorted by name.
+pub fn env_overrides(vars: impl Iterator<Item = (String, String)>) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = vars
+        .filter_map(|(name, value)| {
+            let rest = name.strip_prefix("EDGE_OUTBOX__")?;
+            let path = rest
+                .split("__")
+                .map(str::to_ascii_lowercase)
+                .collect::<Vec<_>>()
+                .join(".");
+            Some((path, value))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+fn parse_override(raw: &str) -> toml::Value {
+    toml::from_str::<toml::Table>(&format!("v = {raw}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_string()))
+}
+
+fn set_path(table: &mut toml::Table, path: &str, value: toml::Value) -> Result<(), ConfigError> {
+    // librdkafka property names hold dots themselves: everything after `kafka.properties.`
+    // is one key.
+    let mut parts: Vec<String> = match path.strip_prefix("kafka.properties.") {
+        Some(property) => vec!["kafka".into(), "properties".into(), property.into()],
+        None => path.split('.').map(str::to_string).collect(),
+    };
+    if parts.iter().any(String::is_empty) {
+        return Err(bad(path, "not a setting path (use section.key)"));
+    }
+    let last = parts.pop().expect("at least one part");
+    let mut current = table;
+    for part in &parts {
+        current = current
+            .entry(part.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+            .as_table_mut()
+            .ok_or_else(|| bad(path, format!("{part} is a value, not a section")))?;
+    }
+    let value = match (path.starts_with("kafka.properties."), value) {
+        // librdkafka properties are strings, whatever they look like.
+        (true, toml::Value::String(s)) => toml::Value::String(s),
+        (true, other) => toml::Value::String(other.to_string()),
+        (false, value) => value,
+    };
+    current.insert(last, value);
+    Ok(())
+}
+
+impl Config {
     /// Checks the settings that cannot be expressed by types; `need_brokers` for commands
     /// that talk to Kafka.
     pub fn validate(&self, need_brokers: bool) -> Result<(), ConfigError> {

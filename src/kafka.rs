@@ -7,6 +7,7 @@ use crate::msk_iam::TokenSource;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::{ClientContext, OAuthToken};
 use rdkafka::config::ClientConfig;
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::mocking::MockCluster;
@@ -33,7 +34,14 @@ impl KafkaContext {
         }
     }
 
-    /// Client-level errors seen so far (transport, TLS, SASL), oldest first.
+    fn remember(&self, error: String) {
+        let mut errors = self.errors.lock().expect("lock");
+        if errors.len() < 100 {
+            errors.push(error);
+        }
+    }
+
+    /// Client-level errors and warnings seen so far (transport, TLS, SASL), oldest first.
     pub fn errors(&self) -> Vec<String> {
         self.errors.lock().expect("lock").clone()
     }
@@ -42,12 +50,31 @@ impl KafkaContext {
 impl ClientContext for KafkaContext {
     const ENABLE_REFRESH_OAUTH_TOKEN: bool = true;
 
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        match level {
+            RDKafkaLogLevel::Emerg
+            | RDKafkaLogLevel::Alert
+            | RDKafkaLogLevel::Critical
+            | RDKafkaLogLevel::Error => {
+                tracing::error!(target: "librdkafka", "librdkafka: {facility} {message}");
+                self.remember(format!("{facility} {message}"));
+            }
+            RDKafkaLogLevel::Warning => {
+                tracing::warn!(target: "librdkafka", "librdkafka: {facility} {message}");
+                self.remember(format!("{facility} {message}"));
+            }
+            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
+                tracing::info!(target: "librdkafka", "librdkafka: {facility} {message}")
+            }
+            RDKafkaLogLevel::Debug => {
+                tracing::debug!(target: "librdkafka", "librdkafka: {facility} {message}")
+            }
+        }
+    }
+
     fn error(&self, error: KafkaError, reason: &str) {
         tracing::error!("librdkafka: {error}: {reason}");
-        let mut errors = self.errors.lock().expect("lock");
-        if errors.len() < 100 {
-            errors.push(format!("{error}: {reason}"));
-        }
+        self.remember(format!("{error}: {reason}"));
     }
 
     fn generate_oauth_token(
@@ -175,6 +202,14 @@ pub fn create_producer(
     config: &KafkaConfig,
     tokens: Option<Arc<TokenSource>>,
 ) -> Result<Producer, KafkaError> {
+    create_producer_with(config, KafkaContext::new(tokens))
+}
+
+/// Creates the producer with a given context (whose error list the caller keeps).
+pub fn create_producer_with(
+    config: &KafkaConfig,
+    context: KafkaContext,
+) -> Result<Producer, KafkaError> {
     let properties: Vec<String> = config
         .properties
         .iter()
@@ -193,7 +228,7 @@ pub fn create_producer(
         extra = ?properties,
         "creating the Kafka producer"
     );
-    producer_config(config).create_with_context(KafkaContext::new(tokens))
+    producer_config(config).create_with_context(context)
 }
 
 /// What happened to one topic of a [`create_topics`] call.
@@ -212,6 +247,17 @@ fn client_config(config: &KafkaConfig) -> ClientConfig {
     client
         .set("bootstrap.servers", &config.brokers)
         .set("client.id", &config.client_id);
+    // Warnings and errors always reach the context (which keeps them for `check-config
+    // --connect`), whatever the log filter prints.
+    client.set_log_level(
+        if tracing::enabled!(target: "librdkafka", tracing::Level::DEBUG) {
+            RDKafkaLogLevel::Debug
+        } else if tracing::enabled!(target: "librdkafka", tracing::Level::INFO) {
+            RDKafkaLogLevel::Info
+        } else {
+            RDKafkaLogLevel::Warning
+        },
+    );
     security_properties(&config.security, &mut client);
     for (key, value) in &config.properties {
         client.set(key, value);

@@ -4,6 +4,7 @@
 pub mod api;
 pub mod catalog;
 pub mod config;
+pub mod connect_check;
 pub mod event;
 pub mod kafka;
 pub mod msk_iam;
