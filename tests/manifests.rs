@@ -33,3 +33,24 @@ fn kubernetes_manifests_validate_strictly() {
     assert!(output.status.success(), "{text}");
     assert_eq!(text.matches(" passed ").count(), files.len(), "{text}");
 }
+
+#[test]
+fn the_configmap_holds_a_valid_configuration() {
+    let text = std::fs::read_to_string("packaging/kubernetes/configmap.yaml").unwrap();
+    let toml: String = text
+        .lines()
+        .skip_while(|l| !l.trim_start().starts_with("edge-outbox.toml: |"))
+        .skip(1)
+        .map(|l| l.strip_prefix("    ").unwrap_or(l))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let config = edge_outbox::config::Config::from_toml(&toml).unwrap();
+    config.validate(true).unwrap();
+    assert!(config.kafka.security.uses_msk_iam());
+    for (name, preset) in edge_outbox::config::PRESETS {
+        let config = edge_outbox::config::Config::from_toml(preset).unwrap();
+        config
+            .validate(true)
+            .unwrap_or_else(|e| panic!("preset {name}: {e}"));
+    }
+}
