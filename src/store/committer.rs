@@ -6,7 +6,7 @@
 //! `flush_async` deadlock with many concurrent callers (sled #1308).
 
 use super::chunk::{self, ChunkMeta, CHUNK_TARGET_BYTES};
-use super::dedup::{fingerprint, DedupGroup, DedupIndex, Fingerprint};
+use super::dedup::{self, fingerprint, DedupGroup, DedupIndex, Fingerprint};
 use super::durable::Durability;
 use super::generation::{self, Generation};
 use super::record::{self, DeadLetter, Record};
@@ -56,8 +56,6 @@ pub(super) enum Command {
 
 /// The most commands in one commit group.
 const MAX_GROUP: usize = 4096;
-/// How many expired de-duplication groups one commit forgets at most.
-const SWEEP_MAX_GROUPS: usize = 1_000;
 /// How often the active generation's size is checked for rotation.
 const ROTATION_CHECK_EVERY: Duration = Duration::from_secs(1);
 /// The tail chunk takes more records only while it is this young (its append time stands for
@@ -194,8 +192,12 @@ impl Committer {
         let mut dedup = DedupIndex::default();
         for item in tree.scan_prefix([keys::DEDUP]) {
             let (key, value) = item.map_err(read_error)?;
-            match DedupGroup::decode(&value) {
-                Ok(group) => dedup.insert_group(keys::seq_of(&key), &group),
+            match dedup::decode_pack(&value) {
+                Ok(groups) => {
+                    for group in &groups {
+                        dedup.insert_group(keys::seq_of(&key), group);
+                    }
+                }
                 Err(e) => tracing::error!(
                     group = keys::seq_of(&key), error = %e,
                     "a de-duplication group is corrupt; its pairs are no longer recognised"
@@ -380,7 +382,7 @@ impl Committer {
             };
             group
                 .active
-                .insert(&keys::dedup(*first_seq), persisted.encode());
+                .insert(&keys::dedup(*first_seq), dedup::encode_pack(&[persisted]));
         }
         let stats = group.stats;
         for (name, value) in [
@@ -760,23 +762,12 @@ impl Committer {
         }
     }
 
-    /// Forgets de-duplication groups older than the window, or beyond the entry limit.
+    /// Forgets de-duplication groups older than the window, or beyond the entry limit, and
+    /// deletes the packs left without a live group.
     fn sweep_dedup(&mut self, group: &mut Group) -> Result<(), StoreError> {
         let cutoff = now_ms().saturating_sub(self.config.dedup_window.as_millis() as u64);
-        for _ in 0..SWEEP_MAX_GROUPS {
-            let Some(oldest) = self.dedup.expiring(cutoff, self.config.dedup_max_entries) else {
-                break;
-            };
-            let key = keys::dedup(oldest.first_seq);
-            let stored = self
-                .active
-                .generation
-                .tree
-                .get(key)
-                .map_err(read_error)?
-                .and_then(|v| DedupGroup::decode(&v).ok());
-            self.dedup.remove_oldest(stored.as_ref());
-            group.active.remove(&key);
+        for pack in self.dedup.expire(cutoff, self.config.dedup_max_entries) {
+            group.active.remove(&keys::dedup(pack));
         }
         Ok(())
     }
@@ -838,12 +829,13 @@ impl Committer {
             durability,
         };
         let mut batch = sled::Batch::default();
-        for prefix in [keys::DEAD, keys::DEDUP, keys::META] {
+        for prefix in [keys::DEAD, keys::META] {
             for item in self.active.generation.tree.scan_prefix([prefix]) {
                 let (key, value) = item.map_err(|e| e.to_string())?;
                 batch.insert(key, value);
             }
         }
+        let packs = self.repack_dedup(&mut batch)?;
         if let Err(e) = sync_batch(&mut live, batch) {
             drop(live);
             let _ = std::fs::remove_dir_all(&dir);
@@ -864,6 +856,7 @@ impl Committer {
             .generations
             .push(live.generation.clone());
         self.draining = Some(std::mem::replace(&mut self.active, live));
+        self.dedup.repacked(&packs);
         tracing::info!(
             from = old,
             to = id,
@@ -871,6 +864,33 @@ impl Committer {
             "rotated the store to a new generation"
         );
         Ok(())
+    }
+
+    /// Copies the de-duplication groups into `batch` as one pack (one sled blob file: a fresh
+    /// generation then takes about the bytes it holds); returns each group's new pack key.
+    fn repack_dedup(&self, batch: &mut sled::Batch) -> Result<HashMap<u64, u64>, String> {
+        let mut packs = HashMap::new();
+        let mut pending: Vec<DedupGroup> = Vec::new();
+        let mut flush = |pending: &mut Vec<DedupGroup>, batch: &mut sled::Batch| {
+            if let Some(first) = pending.first() {
+                let key = first.first_seq();
+                for group in pending.iter() {
+                    packs.insert(group.first_seq(), key);
+                }
+                batch.insert(&keys::dedup(key), dedup::encode_pack(pending));
+                pending.clear();
+            }
+        };
+        for item in self.active.generation.tree.scan_prefix([keys::DEDUP]) {
+            let (_, value) = item.map_err(|e| e.to_string())?;
+            let Ok(groups) = dedup::decode_pack(&value) else {
+                continue;
+            };
+            let live_from = self.dedup.live_from();
+            pending.extend(groups.into_iter().filter(|g| g.first_seq() >= live_from));
+        }
+        flush(&mut pending, batch);
+        Ok(packs)
     }
 
     fn retire_draining(&mut self) -> std::io::Result<()> {

@@ -3,8 +3,11 @@
 //! collision (about 2^-64 even at a billion pairs, and infeasible to forge) is far below the
 //! rate of undetected disk errors. The index lives in memory for speed; each commit group
 //! persists its new entries as one value (`h` + first sequence number), so that restart rebuilds
-//! the index by reading those, and expiry deletes whole groups. Bounded twice: by the time window
-//! and by a maximum number of entries (oldest groups are forgotten first).
+//! the index by reading those, and expiry deletes whole groups. A value is a *pack*: a list of
+//! groups, one when a commit writes it, many when a rotation copies them into a new generation
+//! (large values become sled blob files of their exact size, which keeps a fresh generation
+//! small). Bounded twice: by the time window and by a maximum number of entries (oldest groups
+//! are forgotten first).
 
 use super::record::{self, RecordError};
 use serde::{Deserialize, Serialize};
@@ -32,13 +35,19 @@ pub struct DedupGroup {
 }
 
 impl DedupGroup {
-    pub fn encode(&self) -> Vec<u8> {
-        record::encode(self)
+    /// The group's key: the sequence number of its first entry.
+    pub fn first_seq(&self) -> u64 {
+        self.entries.first().map_or(0, |(_, seq)| *seq)
     }
+}
 
-    pub fn decode(bytes: &[u8]) -> Result<DedupGroup, RecordError> {
-        record::decode(bytes)
-    }
+/// Encodes groups as one stored value.
+pub fn encode_pack(groups: &[DedupGroup]) -> Vec<u8> {
+    record::encode(&groups)
+}
+
+pub fn decode_pack(bytes: &[u8]) -> Result<Vec<DedupGroup>, RecordError> {
+    record::decode(bytes)
 }
 
 /// Fingerprints are already uniformly distributed: hash them by their low bits.
@@ -64,60 +73,112 @@ impl Hasher for FingerprintHasher {
 /// A persisted group, as remembered for expiry.
 #[derive(Debug, Clone, Copy)]
 pub struct GroupRef {
-    /// The group's key (its first sequence number).
+    /// The group's first sequence number.
     pub first_seq: u64,
+    /// The key of the pack that holds it.
+    pub pack: u64,
     pub appended_ms: u64,
     pub entries: usize,
 }
 
-/// The in-memory index.
+/// The in-memory index. Expiry is by sequence number: every entry below `live_from` is
+/// expired, whatever the map still holds; the map sheds those entries in bulk now and then.
 #[derive(Default)]
 pub struct DedupIndex {
     map: HashMap<Fingerprint, u64, BuildHasherDefault<FingerprintHasher>>,
     groups: VecDeque<GroupRef>,
+    /// Live groups in each pack.
+    pack_groups: HashMap<u64, usize>,
+    /// The first sequence number whose entry is still remembered.
+    live_from: u64,
+    /// Entries expired but still in the map.
+    stale: usize,
 }
 
 impl DedupIndex {
+    /// The sequence number stored under `fingerprint`, unless expired.
     pub fn get(&self, fingerprint: Fingerprint) -> Option<u64> {
-        self.map.get(&fingerprint).copied()
+        self.map
+            .get(&fingerprint)
+            .copied()
+            .filter(|seq| *seq >= self.live_from)
     }
 
+    /// Entries remembered (not expired).
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.groups.iter().map(|g| g.entries).sum()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.groups.is_empty()
     }
 
-    /// Adds a committed group (groups arrive in sequence order).
-    pub fn insert_group(&mut self, first_seq: u64, group: &DedupGroup) {
+    /// Adds a committed group held in pack `pack` (groups arrive in sequence order).
+    pub fn insert_group(&mut self, pack: u64, group: &DedupGroup) {
         for (fingerprint, seq) in &group.entries {
             self.map.insert(*fingerprint, *seq);
         }
         self.groups.push_back(GroupRef {
-            first_seq,
+            first_seq: group.first_seq(),
+            pack,
             appended_ms: group.appended_ms,
             entries: group.entries.len(),
         });
+        *self.pack_groups.entry(pack).or_default() += 1;
     }
 
-    /// The oldest group, if it has to go: older than `cutoff_ms`, or the index holds more than
-    /// `max_entries`.
-    pub fn expiring(&self, cutoff_ms: u64, max_entries: usize) -> Option<GroupRef> {
-        let oldest = *self.groups.front()?;
-        (oldest.appended_ms < cutoff_ms || self.map.len() > max_entries).then_some(oldest)
-    }
-
-    /// Forgets the oldest group, given its persisted entries. An entry renewed since (the same
-    /// pair appended again after expiry) points at a newer sequence number and stays.
-    pub fn remove_oldest(&mut self, group: Option<&DedupGroup>) {
-        self.groups.pop_front();
-        for (fingerprint, seq) in group.map(|g| g.entries.as_slice()).unwrap_or_default() {
-            if self.map.get(fingerprint) == Some(seq) {
-                self.map.remove(fingerprint);
+    /// Records that the groups were copied into new packs (`first_seq` -> pack key).
+    pub fn repacked(&mut self, packs: &HashMap<u64, u64>) {
+        self.pack_groups.clear();
+        for group in self.groups.iter_mut() {
+            if let Some(pack) = packs.get(&group.first_seq) {
+                group.pack = *pack;
             }
+            *self.pack_groups.entry(group.pack).or_default() += 1;
         }
+    }
+
+    /// Expires the groups older than `cutoff_ms`, and the oldest ones beyond `max_entries`.
+    /// Returns the packs that hold no live group any more (to be deleted).
+    pub fn expire(&mut self, cutoff_ms: u64, max_entries: usize) -> Vec<u64> {
+        let mut live = self.len();
+        let mut empty_packs = Vec::new();
+        while let Some(oldest) = self.groups.front().copied() {
+            if oldest.appended_ms >= cutoff_ms && live <= max_entries {
+                break;
+            }
+            self.groups.pop_front();
+            live -= oldest.entries;
+            self.stale += oldest.entries;
+            let left = self.pack_groups.entry(oldest.pack).or_insert(1);
+            *left -= 1;
+            if *left == 0 {
+                self.pack_groups.remove(&oldest.pack);
+                empty_packs.push(oldest.pack);
+            }
+            self.live_from = self
+                .groups
+                .front()
+                .map_or(oldest.first_seq + oldest.entries as u64, |g| g.first_seq)
+                .max(self.live_from);
+        }
+        // Shed expired entries once they are a good part of the map (one pass over it).
+        if self.stale > 4096 && self.stale * 4 > self.map.len() {
+            let live_from = self.live_from;
+            self.map.retain(|_, seq| *seq >= live_from);
+            self.stale = 0;
+        }
+        empty_packs
+    }
+
+    /// The first sequence number whose entry is still remembered.
+    pub fn live_from(&self) -> u64 {
+        self.live_from
+    }
+
+    /// Entries held in memory, expired ones included (for tests and metrics).
+    pub fn held(&self) -> usize {
+        self.map.len()
     }
 
     pub fn groups(&self) -> impl Iterator<Item = &GroupRef> {
@@ -145,27 +206,43 @@ mod tests {
                 .map(|s| (fingerprint("s", &s.to_string()), *s))
                 .collect(),
         };
-        let (g1, g2) = (group(100, &[1, 2]), group(200, &[3]));
-        index.insert_group(1, &g1);
-        index.insert_group(3, &g2);
+        index.insert_group(1, &group(100, &[1, 2]));
+        index.insert_group(1, &group(200, &[3]));
+        index.insert_group(4, &group(300, &[4, 5]));
         assert_eq!(index.get(fingerprint("s", "2")), Some(2));
-        assert!(index.expiring(100, 10).is_none());
-        assert_eq!(index.expiring(150, 10).unwrap().first_seq, 1);
-        assert_eq!(index.expiring(0, 2).unwrap().first_seq, 1);
-        // Pair "s"/"1" renewed under seq 9: removing the old group keeps it.
-        index.map.insert(fingerprint("s", "1"), 9);
-        index.remove_oldest(Some(&g1));
-        assert_eq!(index.get(fingerprint("s", "1")), Some(9));
+        assert!(index.expire(100, 10).is_empty());
+        assert_eq!(index.len(), 5);
+        // Age: the first group goes; pack 1 still holds the second one.
+        assert!(index.expire(150, 10).is_empty());
         assert_eq!(index.get(fingerprint("s", "2")), None);
+        assert_eq!(index.get(fingerprint("s", "3")), Some(3));
+        // Count: the second group goes too, and with it pack 1.
+        assert_eq!(index.expire(0, 2), vec![1]);
+        assert_eq!(index.get(fingerprint("s", "3")), None);
         assert_eq!(index.len(), 2);
+        // A pair appended again after expiry is remembered under its new number.
+        index.insert_group(9, &group(400, &[1]));
+        assert_eq!(
+            index.get(fingerprint("s", "1")),
+            None,
+            "seq 1 is below the cutoff"
+        );
+        let renewed = DedupGroup {
+            appended_ms: 400,
+            entries: vec![(fingerprint("s", "x"), 10)],
+        };
+        index.insert_group(10, &renewed);
+        assert_eq!(index.get(fingerprint("s", "x")), Some(10));
     }
 
     #[test]
-    fn groups_round_trip() {
+    fn packs_round_trip() {
         let g = DedupGroup {
             appended_ms: 7,
             entries: vec![(u128::MAX, 3), (fingerprint("a", "b"), 4)],
         };
-        assert_eq!(DedupGroup::decode(&g.encode()).unwrap(), g);
+        assert_eq!(g.first_seq(), 3);
+        let pack = vec![g.clone(), g];
+        assert_eq!(decode_pack(&encode_pack(&pack)).unwrap(), pack);
     }
 }

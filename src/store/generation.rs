@@ -27,12 +27,12 @@ impl Generation {
     /// Opens (or creates) generation `id` under `root`, with the files it needs for syncing.
     pub fn open(root: &Path, id: u64, cache_bytes: u64) -> io::Result<(Generation, Durability)> {
         let dir = dir_of(root, id);
-        let db = sled::Config::new()
-            .path(&dir)
-            .cache_capacity(cache_bytes)
-            .flush_every_ms(None)
-            .open()
-            .map_err(io::Error::other)?;
+        let db = open_sled(
+            sled::Config::new()
+                .path(&dir)
+                .cache_capacity(cache_bytes)
+                .flush_every_ms(None),
+        )?;
         let tree = db.open_tree("outbox").map_err(io::Error::other)?;
         let durability = Durability::open(&dir)?;
         sync_dir(root)?;
@@ -42,6 +42,25 @@ impl Generation {
     /// Bytes this generation's files take on disk.
     pub fn disk_bytes(&self) -> u64 {
         disk_usage(&self.dir)
+    }
+}
+
+/// Opens a sled database. A handle dropped a moment ago (a store closed and opened again in
+/// one process) may still hold sled's file lock while its IO threads finish: wait for it a
+/// little. A lock held by another process stays an error.
+pub fn open_sled(config: sled::Config) -> io::Result<sled::Db> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        match config.open() {
+            Ok(db) => return Ok(db),
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(e) => return Err(io::Error::other(e)),
+        }
     }
 }
 

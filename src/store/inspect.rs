@@ -3,7 +3,7 @@
 //! directly and writes nothing; sled's own lock refuses a store that a running sidecar holds.
 
 use super::chunk::{self, ChunkMeta};
-use super::dedup::DedupGroup;
+use super::dedup;
 use super::generation;
 use super::keys;
 use super::record::{self, DeadLetter, Record};
@@ -31,6 +31,8 @@ pub struct Summary {
     pub chunks: u64,
     pub dead_letters: u64,
     pub dedup_entries: u64,
+    /// Stored bytes of the de-duplication entries.
+    pub dedup_bytes: u64,
     pub first_backlog_seq: Option<u64>,
     pub last_backlog_seq: Option<u64>,
     pub disk_bytes: u64,
@@ -58,17 +60,18 @@ impl Inspector {
         };
         let mut generations = Vec::new();
         for id in ids {
-            let db = sled::Config::new()
-                .path(generation::dir_of(dir, id))
-                .cache_capacity(16 * 1024 * 1024)
-                .flush_every_ms(None)
-                .open()
-                .map_err(|e| {
-                    anyhow::anyhow!(
-                        "cannot open the store in {} ({e}); is a sidecar still running on it?",
-                        dir.display()
-                    )
-                })?;
+            let db = generation::open_sled(
+                sled::Config::new()
+                    .path(generation::dir_of(dir, id))
+                    .cache_capacity(16 * 1024 * 1024)
+                    .flush_every_ms(None),
+            )
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot open the store in {} ({e}); is a sidecar still running on it?",
+                    dir.display()
+                )
+            })?;
             let tree = db.open_tree("outbox")?;
             generations.push((id, db, tree));
         }
@@ -153,8 +156,10 @@ impl Inspector {
             }
         }
         for item in self.active().scan_prefix([keys::DEDUP]) {
-            if let Ok(group) = DedupGroup::decode(&item?.1) {
-                summary.dedup_entries += group.entries.len() as u64;
+            let value = item?.1;
+            summary.dedup_bytes += value.len() as u64;
+            if let Ok(groups) = dedup::decode_pack(&value) {
+                summary.dedup_entries += groups.iter().map(|g| g.entries.len() as u64).sum::<u64>();
             }
         }
         Ok(summary)
