@@ -371,3 +371,68 @@ async fn signed_tokens_and_secrets_stay_out_of_the_logs() {
         "{log}"
     );
 }
+
+#[tokio::test]
+async fn tokens_are_refreshed_before_short_lived_credentials_expire() {
+    // A profile whose credential_process hands out credentials valid for 20 seconds: the token
+    // may live no longer, so librdkafka asks again (at 80 % of its lifetime) and the SDK runs
+    // the process again for fresh credentials.
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("creds.sh");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\nexp=$(date -u -d '+20 seconds' +%Y-%m-%dT%H:%M:%SZ)\n\
+         echo \"{\\\"Version\\\":1,\\\"AccessKeyId\\\":\\\"ASIASHORTLIVED\\\",\\\"SecretAccessKey\\\":\\\"short-secret\\\",\\\"SessionToken\\\":\\\"short-session\\\",\\\"Expiration\\\":\\\"$exp\\\"}\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let config = dir.path().join("aws-config");
+    std::fs::write(
+        &config,
+        format!(
+            "[profile short]\ncredential_process = {}\n",
+            script.display()
+        ),
+    )
+    .unwrap();
+    let port = free_port();
+    let mut command = edge_outbox();
+    command
+        .args(["serve", "--preset", "staging", "--listen"])
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .args(["--brokers", &format!("127.0.0.1:{}", free_port())])
+        .args(["--set", "kafka.security.aws_profile=short"])
+        .env("AWS_CONFIG_FILE", &config)
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut child = command.spawn().unwrap();
+    let url = format!("http://127.0.0.1:{port}");
+    let refreshes = || {
+        let url = url.clone();
+        async move {
+            match reqwest::get(format!("{url}/v1/status")).await {
+                Ok(answer) => {
+                    let status: serde_json::Value = answer.json().await.unwrap();
+                    status["auth"]["token_refreshes"].as_u64().unwrap_or(0)
+                }
+                Err(_) => 0,
+            }
+        }
+    };
+    wait_for(
+        "a second token before the first expires",
+        Duration::from_secs(60),
+        || {
+            let refreshes = refreshes();
+            async move { refreshes.await >= 2 }
+        },
+    )
+    .await;
+    let status = get_json(&format!("{url}/v1/status")).await;
+    assert_eq!(status["auth"]["token_refresh_failures"], 0, "{status}");
+    child.kill().unwrap();
+    let _ = child.wait();
+}
