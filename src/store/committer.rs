@@ -165,6 +165,16 @@ impl Committer {
                 }
             };
         generation::remove_unlisted(&root, &ids).map_err(|e| unavailable("clean data dir", e))?;
+        if let Some(id) = ids
+            .iter()
+            .find(|id| !generation::dir_of(&root, **id).exists())
+        {
+            // Opening it would create an empty database: an empty store is not the store.
+            return Err(StoreError::Unavailable(format!(
+                "generation {id} named in {}/CURRENT is missing; the data directory is damaged",
+                root.display()
+            )));
+        }
         let mut lives = Vec::new();
         for id in &ids {
             let (generation, durability) = Generation::open(&root, *id, config.cache_bytes)

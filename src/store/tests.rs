@@ -429,3 +429,16 @@ async fn the_disk_limit_refuses_appends_and_changes_nothing() {
     assert_eq!(store.stats().backlog_events, 0);
     assert!(backlog_seqs(&store).is_empty());
 }
+
+#[tokio::test]
+async fn a_missing_generation_is_an_error_not_an_empty_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    store.append(vec![record("s", "1", "a")]).await.unwrap();
+    store.close().await;
+    drop(store);
+    std::fs::remove_dir_all(generation::dir_of(dir.path(), 1)).unwrap();
+    let err = Store::open(StoreConfig::new(dir.path())).err().unwrap();
+    assert!(err.to_string().contains("generation 1"), "{err}");
+    assert!(!generation::dir_of(dir.path(), 1).exists());
+}
