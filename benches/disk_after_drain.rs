@@ -9,23 +9,9 @@
 //!   cargo bench --bench disk_after_drain            # EVENTS=200000 for a quicker run
 
 use edge_outbox::catalog::Catalog;
-use edge_outbox::event::kafka::{to_message, KafkaMode};
-use edge_outbox::event::DEFAULT_KEY_ORDER;
-use edge_outbox::loadgen::sample_event;
-use edge_outbox::store::{inspect::Inspector, now_ms, Record, Store, StoreConfig};
+use edge_outbox::loadgen::sample_record;
+use edge_outbox::store::{inspect::Inspector, Record, Store, StoreConfig};
 use std::time::Instant;
-
-fn sample_record(catalog: &Catalog, n: u64) -> Record {
-    let event = edge_outbox::event::http::from_json(sample_event(catalog, n, 1000, 1024)).unwrap();
-    let key = event.tenant_key(&DEFAULT_KEY_ORDER).unwrap();
-    Record {
-        appended_ms: now_ms(),
-        event_id: event.id.clone(),
-        event_source: event.source.clone(),
-        event_type: event.event_type.clone(),
-        message: to_message(&event, &event.event_type, &key, KafkaMode::Binary),
-    }
-}
 
 fn main() {
     // `cargo bench` passes `--bench`; this program takes no arguments of its own.

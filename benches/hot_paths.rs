@@ -8,21 +8,11 @@ use edge_outbox::event::http::{parse_request, BATCH, STRUCTURED};
 use edge_outbox::event::kafka::{to_message, KafkaMode};
 use edge_outbox::event::DEFAULT_KEY_ORDER;
 use edge_outbox::loadgen::sample_event;
-use edge_outbox::store::{now_ms, record, Record, Store, StoreConfig};
+use edge_outbox::store::{record, Record, Store, StoreConfig};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 fn sample_record(n: u64) -> Record {
-    let catalog = Catalog::builtin();
-    let value = sample_event(&catalog, n, 1000, 1024);
-    let event = edge_outbox::event::http::from_json(value).unwrap();
-    let key = event.tenant_key(&DEFAULT_KEY_ORDER).unwrap();
-    Record {
-        appended_ms: now_ms(),
-        event_id: event.id.clone(),
-        event_source: event.source.clone(),
-        event_type: event.event_type.clone(),
-        message: to_message(&event, &event.event_type, &key, KafkaMode::Binary),
-    }
+    edge_outbox::loadgen::sample_record(&Catalog::builtin(), n)
 }
 
 fn parsing(c: &mut Criterion) {

@@ -56,6 +56,22 @@ pub struct LoadReport {
     pub relay_to_baseline_ratio: Option<f64>,
 }
 
+/// [`sample_event`] as the store keeps it (1,000 tenants, 1 KiB payload), for benches.
+pub fn sample_record(catalog: &Catalog, n: u64) -> crate::store::Record {
+    let event = crate::event::http::from_json(sample_event(catalog, n, 1000, 1024))
+        .expect("sample events are valid");
+    let key = event
+        .tenant_key(&crate::event::DEFAULT_KEY_ORDER)
+        .expect("sample events name a tenant");
+    crate::store::Record {
+        appended_ms: crate::store::now_ms(),
+        event_id: event.id.clone(),
+        event_source: event.source.clone(),
+        event_type: event.event_type.clone(),
+        message: to_message(&event, &event.event_type, &key, KafkaMode::Binary),
+    }
+}
+
 /// A realistic integration-hub event of about `payload_bytes`.
 pub fn sample_event(catalog: &Catalog, n: u64, tenants: u64, payload_bytes: usize) -> Value {
     let event_type = &catalog
