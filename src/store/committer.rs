@@ -56,6 +56,8 @@ pub(super) enum Command {
 
 /// The most commands in one commit group.
 const MAX_GROUP: usize = 4096;
+/// How old a measurement of the store's disk use may be for `store.max_disk_bytes`.
+const DISK_USAGE_EVERY: Duration = Duration::from_millis(200);
 /// How often the active generation's size is checked for rotation.
 const ROTATION_CHECK_EVERY: Duration = Duration::from_secs(1);
 /// The tail chunk takes more records only while it is this young (its append time stands for
@@ -88,6 +90,8 @@ pub(super) struct Committer {
     last_rotation_check: Instant,
     /// `maintain` callers waiting for the next generation check.
     maintain_requests: Vec<Reply<()>>,
+    /// The last measurement of the store's disk use, and when it was taken.
+    disk_usage: std::cell::Cell<Option<(Instant, u64)>>,
 }
 
 /// What one commit group changes, built before anything is written.
@@ -248,6 +252,7 @@ impl Committer {
             dedup,
             last_rotation_check: Instant::now(),
             maintain_requests: Vec::new(),
+            disk_usage: Default::default(),
         };
         Ok((committer, shared))
     }
@@ -528,9 +533,7 @@ impl Committer {
             });
         }
         if self.config.max_disk_bytes > 0 {
-            let used = *group
-                .disk_bytes
-                .get_or_insert_with(|| generation::disk_usage(&self.config.dir));
+            let used = *group.disk_bytes.get_or_insert_with(|| self.disk_usage());
             if used + needed > self.config.max_disk_bytes {
                 return Err(StoreError::DiskLimit {
                     used,
@@ -539,6 +542,18 @@ impl Committer {
             }
         }
         Ok(())
+    }
+
+    /// The store's files on disk, measured at most every [`DISK_USAGE_EVERY`] (a directory walk).
+    fn disk_usage(&self) -> u64 {
+        match self.disk_usage.get() {
+            Some((at, used)) if at.elapsed() < DISK_USAGE_EVERY => used,
+            _ => {
+                let used = generation::disk_usage(&self.config.dir);
+                self.disk_usage.set(Some((Instant::now(), used)));
+                used
+            }
+        }
     }
 
     /// Gives an encoded record the next sequence number and queues it for this group's chunks.
