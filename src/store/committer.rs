@@ -58,6 +58,9 @@ pub(super) enum Command {
 const MAX_GROUP: usize = 4096;
 /// How old a measurement of the store's disk use may be for `store.max_disk_bytes`.
 const DISK_USAGE_EVERY: Duration = Duration::from_millis(200);
+/// sled keeps what it wrote in memory: after this many bytes written, the committer reopens
+/// the active generation (a pause of tens of milliseconds) so that memory follows what is read.
+const REOPEN_AFTER_BYTES: u64 = 64 * 1024 * 1024;
 /// How often the active generation's size is checked for rotation.
 const ROTATION_CHECK_EVERY: Duration = Duration::from_secs(1);
 /// The tail chunk takes more records only while it is this young (its append time stands for
@@ -90,6 +93,8 @@ pub(super) struct Committer {
     last_rotation_check: Instant,
     /// `maintain` callers waiting for the next generation check.
     maintain_requests: Vec<Reply<()>>,
+    /// Bytes written to the active generation since it was opened.
+    written_since_open: u64,
     /// The last measurement of the store's disk use, and when it was taken.
     disk_usage: std::cell::Cell<Option<(Instant, u64)>>,
 }
@@ -116,6 +121,8 @@ struct Group {
     written: Vec<(u64, ChunkMeta)>,
     bytes_in_group: u64,
     disk_bytes: Option<u64>,
+    /// Bytes of chunk values written in this group.
+    bytes_written: u64,
 }
 
 fn unavailable(what: &str, error: impl std::fmt::Display) -> StoreError {
@@ -155,10 +162,10 @@ impl Committer {
                         .map_err(|e| unavailable("clean data dir", e))?;
                     let (new, mut durability) = Generation::open(&root, 1, config.cache_bytes)
                         .map_err(|e| unavailable("create generation", e))?;
-                    new.tree
+                    new.tree()
                         .insert(keys::meta("schema_version"), &SCHEMA_VERSION.to_be_bytes())
                         .map_err(read_error)?;
-                    new.db.flush().map_err(read_error)?;
+                    new.flush().map_err(read_error)?;
                     durability
                         .sync()
                         .map_err(|e| unavailable("fdatasync failed", e))?;
@@ -190,7 +197,8 @@ impl Committer {
         }
         let active = lives.pop().expect("CURRENT names a generation");
         let draining = lives.pop();
-        let tree = &active.generation.tree;
+        let active_generation = active.generation.clone();
+        let tree = &active_generation.tree();
         let version = meta_u64(tree, "schema_version")?;
         if version > SCHEMA_VERSION {
             return Err(StoreError::Unavailable(format!(
@@ -253,6 +261,7 @@ impl Committer {
             last_rotation_check: Instant::now(),
             maintain_requests: Vec::new(),
             disk_usage: Default::default(),
+            written_since_open: 0,
         };
         Ok((committer, shared))
     }
@@ -281,7 +290,7 @@ impl Committer {
                 let _ = reply.send(outcome.clone());
             }
         }
-        let _ = self.active.generation.db.flush();
+        let _ = self.active.generation.flush();
         let _ = self.active.durability.sync();
     }
 
@@ -336,6 +345,7 @@ impl Committer {
                 if let Some(observe) = observer {
                     observe(flush_time);
                 }
+                self.written_since_open += group.bytes_written;
                 self.publish(group);
                 for a in answers {
                     a(Ok(()));
@@ -610,7 +620,7 @@ impl Committer {
         }
         let value = entry
             .generation
-            .tree
+            .tree()
             .get(keys::chunk(first))
             .map_err(read_error)?
             .ok_or(StoreError::NotFound(seq))?;
@@ -626,7 +636,7 @@ impl Committer {
         let already = self
             .active
             .generation
-            .tree
+            .tree()
             .contains_key(keys::dead(seq))
             .map_err(read_error)?;
         let dead = DeadLetter {
@@ -651,7 +661,7 @@ impl Committer {
         let value = self
             .active
             .generation
-            .tree
+            .tree()
             .get(keys::dead(seq))
             .map_err(read_error)?
             .ok_or(StoreError::NotFound(seq))?;
@@ -676,7 +686,7 @@ impl Committer {
             || !self
                 .active
                 .generation
-                .tree
+                .tree()
                 .contains_key(keys::dead(seq))
                 .map_err(read_error)?
         {
@@ -712,9 +722,9 @@ impl Committer {
             if !added.is_empty() {
                 next_seq += added.len() as u64;
                 meta.extend(&added);
-                group
-                    .active
-                    .insert(&keys::chunk(first), chunk::encode(&old));
+                let value = chunk::encode(&old);
+                group.bytes_written += value.len() as u64;
+                group.active.insert(&keys::chunk(first), value);
                 group
                     .active
                     .insert(&keys::chunk_meta(first), record::encode(&meta));
@@ -731,9 +741,9 @@ impl Committer {
                 members.push(r);
             }
             let meta = ChunkMeta::new(now, members.iter().map(|r| r.len() as u32).collect());
-            group
-                .active
-                .insert(&keys::chunk(next_seq), chunk::encode(&members));
+            let value = chunk::encode(&members);
+            group.bytes_written += value.len() as u64;
+            group.active.insert(&keys::chunk(next_seq), value);
             group
                 .active
                 .insert(&keys::chunk_meta(next_seq), record::encode(&meta));
@@ -771,7 +781,7 @@ impl Committer {
         }
         let Some(value) = entry
             .generation
-            .tree
+            .tree()
             .get(keys::chunk(first))
             .map_err(read_error)?
         else {
@@ -800,6 +810,31 @@ impl Committer {
     /// Retires the draining generation once it is empty, and rotates the active one once its
     /// files have grown well beyond the data it holds.
     fn maintain_generations(&mut self, forced: bool) {
+        if self.written_since_open > REOPEN_AFTER_BYTES {
+            self.written_since_open = 0;
+            let started = Instant::now();
+            match self.active.generation.reopen() {
+                Ok(durability) => {
+                    self.active.durability = durability;
+                    // Hand the freed pages back to the system (glibc keeps them otherwise).
+                    #[cfg(target_env = "gnu")]
+                    // SAFETY: malloc_trim only releases free memory of the allocator.
+                    unsafe {
+                        libc::malloc_trim(0);
+                    }
+                    tracing::info!(
+                        took_ms = started.elapsed().as_millis() as u64,
+                        "reopened the active store generation to release sled's memory"
+                    );
+                }
+                Err(e) => {
+                    // Everything acknowledged is synced; without a database handle the
+                    // process cannot serve, and a restart by its supervisor is the cure.
+                    tracing::error!(error = %e, "reopening the store failed; exiting");
+                    std::process::exit(70);
+                }
+            }
+        }
         if let Some(draining) = &self.draining {
             let id = draining.generation.id;
             let still_used = {
@@ -855,7 +890,7 @@ impl Committer {
         };
         let mut batch = sled::Batch::default();
         for prefix in [keys::DEAD, keys::META] {
-            for item in self.active.generation.tree.scan_prefix([prefix]) {
+            for item in self.active.generation.tree().scan_prefix([prefix]) {
                 let (key, value) = item.map_err(|e| e.to_string())?;
                 batch.insert(key, value);
             }
@@ -906,7 +941,7 @@ impl Committer {
                 pending.clear();
             }
         };
-        for item in self.active.generation.tree.scan_prefix([keys::DEDUP]) {
+        for item in self.active.generation.tree().scan_prefix([keys::DEDUP]) {
             let (_, value) = item.map_err(|e| e.to_string())?;
             let Ok(groups) = dedup::decode_pack(&value) else {
                 continue;
@@ -951,9 +986,9 @@ impl Committer {
 /// Applies a batch to a generation and makes it durable.
 fn sync_batch(live: &mut Live, batch: sled::Batch) -> Result<(), String> {
     live.generation
-        .tree
+        .tree()
         .apply_batch(batch)
-        .and_then(|_| live.generation.db.flush().map(|_| ()))
+        .and_then(|_| live.generation.flush().map(|_| ()))
         .map_err(|e| format!("write failed: {e}"))?;
     live.durability
         .sync()
@@ -965,7 +1000,7 @@ fn load_chunks(
     generation: &Arc<Generation>,
     chunks: &mut BTreeMap<u64, ChunkEntry>,
 ) -> Result<(), StoreError> {
-    for item in generation.tree.scan_prefix([keys::CHUNK_META]) {
+    for item in generation.tree().scan_prefix([keys::CHUNK_META]) {
         let (key, value) = item.map_err(read_error)?;
         let first = keys::seq_of(&key);
         let meta = match record::decode::<ChunkMeta>(&value) {
@@ -974,7 +1009,7 @@ fn load_chunks(
                 // Rebuild what the chunk itself tells; its records are delivered again at worst.
                 tracing::error!(chunk = first, error = %e, "chunk metadata is corrupt; rebuilt from the chunk");
                 let value = generation
-                    .tree
+                    .tree()
                     .get(keys::chunk(first))
                     .map_err(read_error)?;
                 let lengths = value

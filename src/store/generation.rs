@@ -12,31 +12,86 @@ use super::durable::{sync_dir, Durability};
 use std::io::{self, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::{RwLock, RwLockReadGuard};
 
 const CURRENT: &str = "CURRENT";
 
-/// One sled database of the store.
+/// One sled database of the store. The handle sits behind a lock so that the committer can
+/// close and reopen it: sled keeps every page it wrote in memory whatever its cache size says
+/// (sled #986, #1093), and a reopened database loads pages only as they are read.
 pub struct Generation {
     pub id: u64,
-    pub db: sled::Db,
-    pub tree: sled::Tree,
     pub dir: PathBuf,
+    cache_bytes: u64,
+    handle: RwLock<Option<Handle>>,
+}
+
+struct Handle {
+    db: sled::Db,
+    tree: sled::Tree,
+}
+
+/// The generation's tree, held open while this lives.
+pub struct TreeRef<'a>(RwLockReadGuard<'a, Option<Handle>>);
+
+impl std::ops::Deref for TreeRef<'_> {
+    type Target = sled::Tree;
+    fn deref(&self) -> &sled::Tree {
+        &self
+            .0
+            .as_ref()
+            .expect("a generation is open between reopens")
+            .tree
+    }
+}
+
+fn open_handle(dir: &Path, cache_bytes: u64) -> io::Result<Handle> {
+    let db = open_sled(
+        sled::Config::new()
+            .path(dir)
+            .cache_capacity(cache_bytes)
+            .flush_every_ms(None),
+    )?;
+    let tree = db.open_tree("outbox").map_err(io::Error::other)?;
+    Ok(Handle { db, tree })
 }
 
 impl Generation {
     /// Opens (or creates) generation `id` under `root`, with the files it needs for syncing.
     pub fn open(root: &Path, id: u64, cache_bytes: u64) -> io::Result<(Generation, Durability)> {
         let dir = dir_of(root, id);
-        let db = open_sled(
-            sled::Config::new()
-                .path(&dir)
-                .cache_capacity(cache_bytes)
-                .flush_every_ms(None),
-        )?;
-        let tree = db.open_tree("outbox").map_err(io::Error::other)?;
+        let handle = open_handle(&dir, cache_bytes)?;
         let durability = Durability::open(&dir)?;
         sync_dir(root)?;
-        Ok((Generation { id, db, tree, dir }, durability))
+        let generation = Generation {
+            id,
+            dir,
+            cache_bytes,
+            handle: RwLock::new(Some(handle)),
+        };
+        Ok((generation, durability))
+    }
+
+    /// The tree; readers of the generation hold this while they read.
+    pub fn tree(&self) -> TreeRef<'_> {
+        TreeRef(self.handle.read().expect("generation lock"))
+    }
+
+    /// sled's flush (not an fsync: see [`Durability`]).
+    pub fn flush(&self) -> sled::Result<usize> {
+        self.tree().flush()
+    }
+
+    /// Closes the database and opens it again, dropping the pages sled kept in memory. Waits
+    /// for readers; everything written must have been flushed and synced before.
+    pub fn reopen(&self) -> io::Result<Durability> {
+        let mut handle = self.handle.write().expect("generation lock");
+        if let Some(old) = handle.take() {
+            old.db.flush().map_err(io::Error::other)?;
+            drop(old);
+        }
+        *handle = Some(open_handle(&self.dir, self.cache_bytes)?);
+        Durability::open(&self.dir)
     }
 
     /// Bytes this generation's files take on disk.
@@ -152,6 +207,28 @@ mod tests {
             std::fs::write(dir.path().join(CURRENT), bad).unwrap();
             assert!(read_current(dir.path()).is_err(), "{bad:?} accepted");
         }
+    }
+
+    #[test]
+    fn reopening_keeps_the_data_and_waits_for_readers() {
+        let dir = tempfile::tempdir().unwrap();
+        let (generation, _) = Generation::open(dir.path(), 1, 1 << 20).unwrap();
+        generation.tree().insert(b"k", b"v".to_vec()).unwrap();
+        generation.flush().unwrap();
+        let generation = std::sync::Arc::new(generation);
+        let reader = {
+            let generation = generation.clone();
+            std::thread::spawn(move || {
+                for _ in 0..200 {
+                    assert_eq!(generation.tree().get(b"k").unwrap().unwrap(), b"v".to_vec());
+                }
+            })
+        };
+        for _ in 0..3 {
+            generation.reopen().unwrap();
+        }
+        reader.join().unwrap();
+        assert_eq!(generation.tree().get(b"k").unwrap().unwrap(), b"v".to_vec());
     }
 
     #[test]

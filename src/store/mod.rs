@@ -283,7 +283,7 @@ impl Store {
             position = first + entry.meta.count();
             let value = entry
                 .generation
-                .tree
+                .tree()
                 .get(keys::chunk(first))
                 .map_err(|e| unavailable("read", e))?;
             // Delivered and removed since the index was read.
@@ -352,7 +352,7 @@ impl Store {
     /// Dead letters in sequence order, starting at `from`, at most `limit`.
     pub fn dead_letters(&self, from: u64, limit: usize) -> Result<Vec<DeadLetter>, StoreError> {
         self.active()
-            .tree
+            .tree()
             .range(keys::dead(from)..=keys::dead(u64::MAX))
             .take(limit)
             .map(|item| {
@@ -367,7 +367,7 @@ impl Store {
     pub fn dead_letter(&self, seq: u64) -> Result<Option<DeadLetter>, StoreError> {
         match self
             .active()
-            .tree
+            .tree()
             .get(keys::dead(seq))
             .map_err(|e| unavailable("read", e))?
         {
