@@ -985,11 +985,13 @@ impl Committer {
 
 /// Applies a batch to a generation and makes it durable.
 fn sync_batch(live: &mut Live, batch: sled::Batch) -> Result<(), String> {
-    live.generation
-        .tree()
-        .apply_batch(batch)
-        .and_then(|_| live.generation.flush().map(|_| ()))
-        .map_err(|e| format!("write failed: {e}"))?;
+    {
+        // One read guard for both calls: never take the generation's lock twice at once.
+        let tree = live.generation.tree();
+        tree.apply_batch(batch)
+            .and_then(|_| tree.flush().map(|_| ()))
+            .map_err(|e| format!("write failed: {e}"))?;
+    }
     live.durability
         .sync()
         .map_err(|e| format!("fdatasync failed: {e}"))
