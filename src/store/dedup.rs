@@ -91,6 +91,8 @@ pub struct DedupIndex {
     pack_groups: HashMap<u64, usize>,
     /// The first sequence number whose entry is still remembered.
     live_from: u64,
+    /// Entries of the live groups (kept, not summed: expiry asks on every commit).
+    live: usize,
     /// Entries expired but still in the map.
     stale: usize,
 }
@@ -106,7 +108,7 @@ impl DedupIndex {
 
     /// Entries remembered (not expired).
     pub fn len(&self) -> usize {
-        self.groups.iter().map(|g| g.entries).sum()
+        self.live
     }
 
     pub fn is_empty(&self) -> bool {
@@ -124,6 +126,7 @@ impl DedupIndex {
             appended_ms: group.appended_ms,
             entries: group.entries.len(),
         });
+        self.live += group.entries.len();
         *self.pack_groups.entry(pack).or_default() += 1;
     }
 
@@ -141,14 +144,13 @@ impl DedupIndex {
     /// Expires the groups older than `cutoff_ms`, and the oldest ones beyond `max_entries`.
     /// Returns the packs that hold no live group any more (to be deleted).
     pub fn expire(&mut self, cutoff_ms: u64, max_entries: usize) -> Vec<u64> {
-        let mut live = self.len();
         let mut empty_packs = Vec::new();
         while let Some(oldest) = self.groups.front().copied() {
-            if oldest.appended_ms >= cutoff_ms && live <= max_entries {
+            if oldest.appended_ms >= cutoff_ms && self.live <= max_entries {
                 break;
             }
             self.groups.pop_front();
-            live -= oldest.entries;
+            self.live -= oldest.entries;
             self.stale += oldest.entries;
             let left = self.pack_groups.entry(oldest.pack).or_insert(1);
             *left -= 1;
@@ -174,15 +176,6 @@ impl DedupIndex {
     /// The first sequence number whose entry is still remembered.
     pub fn live_from(&self) -> u64 {
         self.live_from
-    }
-
-    /// Entries held in memory, expired ones included (for tests and metrics).
-    pub fn held(&self) -> usize {
-        self.map.len()
-    }
-
-    pub fn groups(&self) -> impl Iterator<Item = &GroupRef> {
-        self.groups.iter()
     }
 }
 
