@@ -111,11 +111,10 @@ struct Group {
     /// Encoded records appended in this group; the first has sequence number `pending_first`.
     pending: Vec<Vec<u8>>,
     pending_first: u64,
-    /// De-duplication entries of this group, in order and by fingerprint.
-    new_dedup: Vec<(Fingerprint, u64)>,
+    /// De-duplication entries of this group, in order (persisted as they are) and by
+    /// fingerprint; `appended_ms` is the earliest append time: the entries expire with it.
+    new_dedup: DedupGroup,
     new_dedup_seq: HashMap<Fingerprint, u64>,
-    /// The earliest append time of those events: the group's entries expire with it.
-    new_dedup_ms: u64,
     dead_gone: HashSet<u64>,
     /// Chunks written in this group (new or the extended tail).
     written: Vec<(u64, ChunkMeta)>,
@@ -400,14 +399,11 @@ impl Committer {
                 batch.insert(&keys::chunk_meta(*first), record::encode(&entry.meta));
             }
         }
-        if let Some((_, first_seq)) = group.new_dedup.first() {
-            let persisted = DedupGroup {
-                appended_ms: group.new_dedup_ms,
-                entries: group.new_dedup.clone(),
-            };
+        if !group.new_dedup.entries.is_empty() {
+            let pack = dedup::encode_pack(std::slice::from_ref(&group.new_dedup));
             group
                 .active
-                .insert(&keys::dedup(*first_seq), dedup::encode_pack(&[persisted]));
+                .insert(&keys::dedup(group.new_dedup.first_seq()), pack);
         }
         let stats = group.stats;
         for (name, value) in [
@@ -450,12 +446,9 @@ impl Committer {
                 );
             }
         }
-        if let Some(&(_, first_seq)) = group.new_dedup.first() {
-            let persisted = DedupGroup {
-                appended_ms: group.new_dedup_ms,
-                entries: group.new_dedup,
-            };
-            self.dedup.insert_group(first_seq, &persisted);
+        if !group.new_dedup.entries.is_empty() {
+            self.dedup
+                .insert_group(group.new_dedup.first_seq(), &group.new_dedup);
         }
     }
 
@@ -513,12 +506,13 @@ impl Committer {
         }
         for (i, print, encoded) in fresh {
             let seq = self.push_record(group, encoded);
-            group.new_dedup.push((print, seq));
-            group.new_dedup_seq.insert(print, seq);
-            group.new_dedup_ms = match group.new_dedup_ms {
-                0 => events[i].appended_ms,
-                ms => ms.min(events[i].appended_ms),
+            let dedup = &mut group.new_dedup;
+            dedup.appended_ms = match dedup.entries.is_empty() {
+                true => events[i].appended_ms,
+                false => dedup.appended_ms.min(events[i].appended_ms),
             };
+            dedup.entries.push((print, seq));
+            group.new_dedup_seq.insert(print, seq);
             outcomes[i].seq = seq;
         }
         group.bytes_in_group += new_bytes;
@@ -722,13 +716,7 @@ impl Committer {
             if !added.is_empty() {
                 next_seq += added.len() as u64;
                 meta.extend(&added);
-                let value = chunk::encode(&old);
-                group.bytes_written += value.len() as u64;
-                group.active.insert(&keys::chunk(first), value);
-                group
-                    .active
-                    .insert(&keys::chunk_meta(first), record::encode(&meta));
-                group.written.push((first, meta));
+                put_chunk(group, first, &old, meta);
             }
         }
         while records.peek().is_some() {
@@ -741,13 +729,7 @@ impl Committer {
                 members.push(r);
             }
             let meta = ChunkMeta::new(now, members.iter().map(|r| r.len() as u32).collect());
-            let value = chunk::encode(&members);
-            group.bytes_written += value.len() as u64;
-            group.active.insert(&keys::chunk(next_seq), value);
-            group
-                .active
-                .insert(&keys::chunk_meta(next_seq), record::encode(&meta));
-            group.written.push((next_seq, meta));
+            put_chunk(group, next_seq, &members, meta);
             next_seq += members.len() as u64;
         }
         Ok(())
@@ -981,6 +963,17 @@ impl Committer {
         }
         Ok(())
     }
+}
+
+/// Writes a chunk of the active generation (new, or the extended tail) and its metadata.
+fn put_chunk(group: &mut Group, first: u64, records: &[Vec<u8>], meta: ChunkMeta) {
+    let value = chunk::encode(records);
+    group.bytes_written += value.len() as u64;
+    group.active.insert(&keys::chunk(first), value);
+    group
+        .active
+        .insert(&keys::chunk_meta(first), record::encode(&meta));
+    group.written.push((first, meta));
 }
 
 /// Applies a batch to a generation and makes it durable.

@@ -28,7 +28,7 @@ pub fn fingerprint(source: &str, id: &str) -> Fingerprint {
 }
 
 /// The persisted entries of one commit group.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DedupGroup {
     pub appended_ms: u64,
     pub entries: Vec<(Fingerprint, u64)>,
