@@ -34,7 +34,8 @@ impl Report {
         });
     }
 
-    fn fail(&mut self, name: &'static str, detail: impl Into<String>) -> &mut Report {
+    /// Records the failed step; the check ends with it.
+    fn fail(mut self, name: &'static str, detail: impl Into<String>) -> Report {
         self.steps.push(Step {
             name,
             ok: false,
@@ -90,28 +91,20 @@ pub async fn run(config: &Config, timeout: Duration) -> Report {
                     report.pass("dns", format!("{broker} -> {}", addr.ip()));
                     addresses.push((broker, addr));
                 }
-                None => return std::mem::take(report.fail("dns", format!("{broker}: no address"))),
+                None => return report.fail("dns", format!("{broker}: no address")),
             },
-            Ok(Err(e)) => {
-                return std::mem::take(report.fail("dns", format!("cannot resolve {broker}: {e}")))
-            }
-            Err(_) => {
-                return std::mem::take(report.fail("dns", format!("resolving {broker} timed out")))
-            }
+            Ok(Err(e)) => return report.fail("dns", format!("cannot resolve {broker}: {e}")),
+            Err(_) => return report.fail("dns", format!("resolving {broker} timed out")),
         }
     }
     for (broker, addr) in &addresses {
         match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await {
             Ok(Ok(_)) => report.pass("tcp", format!("{broker} accepts connections")),
             Ok(Err(e)) => {
-                return std::mem::take(
-                    report.fail("tcp", format!("cannot connect to {broker} ({addr}): {e}")),
-                )
+                return report.fail("tcp", format!("cannot connect to {broker} ({addr}): {e}"))
             }
             Err(_) => {
-                return std::mem::take(
-                    report.fail("tcp", format!("connecting to {broker} ({addr}) timed out")),
-                )
+                return report.fail("tcp", format!("connecting to {broker} ({addr}) timed out"))
             }
         }
     }
@@ -129,14 +122,14 @@ pub async fn run(config: &Config, timeout: Duration) -> Report {
                     (token.expiry_ms - crate::store::now_ms() as i64) / 1000
                 ),
             ),
-            Ok(Err(e)) => return std::mem::take(report.fail("credentials", e)),
-            Err(e) => return std::mem::take(report.fail("credentials", e.to_string())),
+            Ok(Err(e)) => return report.fail("credentials", e),
+            Err(e) => return report.fail("credentials", e.to_string()),
         }
     }
     let context = KafkaContext::new(tokens);
     let producer = match create_producer_with(&config.kafka, context.clone()) {
         Ok(p) => p,
-        Err(e) => return std::mem::take(report.fail("client", e.to_string())),
+        Err(e) => return report.fail("client", e.to_string()),
     };
     let client = producer.clone();
     let metadata =
@@ -151,9 +144,9 @@ pub async fn run(config: &Config, timeout: Duration) -> Report {
             }
             let errors = context.errors().join("; ");
             let (step, what) = classify_connect_error(&errors, security.protocol.ends_with("ssl"));
-            return std::mem::take(report.fail(step, format!("{what}: {e}; {errors}")));
+            return report.fail(step, format!("{what}: {e}; {errors}"));
         }
-        Err(e) => return std::mem::take(report.fail("metadata", e.to_string())),
+        Err(e) => return report.fail("metadata", e.to_string()),
     };
     if security.protocol.ends_with("ssl") {
         report.pass("tls", "handshake completed");
@@ -191,17 +184,17 @@ pub async fn run(config: &Config, timeout: Duration) -> Report {
         }
     }
     if !denied.is_empty() {
-        return std::mem::take(report.fail(
+        return report.fail(
             "authorization",
             format!(
                 "not allowed to use {} topics: {}",
                 denied.len(),
                 denied.join(", ")
             ),
-        ));
+        );
     }
     if !missing.is_empty() {
-        return std::mem::take(report.fail(
+        return report.fail(
             "topics",
             format!(
                 "{} of {} catalogue topics missing: {} (create them with `edge-outbox topics create`)",
@@ -209,7 +202,7 @@ pub async fn run(config: &Config, timeout: Duration) -> Report {
                 catalog.topics().len(),
                 missing.join(", ")
             ),
-        ));
+        );
     }
     report.pass(
         "topics",

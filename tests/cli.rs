@@ -1,32 +1,9 @@
 //! The command line: configuration precedence (file < environment < flags), the catalogue
 //! listing, and clear errors that name the setting.
 
-use std::process::Command;
+mod common;
 
-fn edge_outbox() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_edge-outbox"));
-    for (key, _) in std::env::vars() {
-        if key.starts_with("EDGE_OUTBOX_") {
-            command.env_remove(key);
-        }
-    }
-    command
-}
-
-fn effective(args: &[&str], env: &[(&str, &str)]) -> String {
-    let mut command = edge_outbox();
-    command.args(args);
-    for (k, v) in env {
-        command.env(k, v);
-    }
-    let output = command.output().unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).unwrap()
-}
+use common::{cli as edge_outbox, cli_stdout as effective};
 
 #[test]
 fn file_then_environment_then_flags() {

@@ -7,43 +7,17 @@
 mod common;
 
 use common::tansu::Tansu;
-use common::{event, free_port, get_json, post_ok, wait_for};
+use common::{cli as edge_outbox, event, free_port, get_json, post_ok, stdout_ok, wait_for};
 use edge_outbox::catalog::Catalog;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Output, Stdio};
 use std::time::Duration;
 
-/// The binary with no `EDGE_OUTBOX_*` or AWS settings from the caller's environment, and an
-/// AWS credential chain that finds nothing (no files, no instance metadata).
-fn edge_outbox() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_edge-outbox"));
-    for (key, _) in std::env::vars() {
-        if key.starts_with("EDGE_OUTBOX_") || key.starts_with("AWS_") {
-            command.env_remove(key);
-        }
-    }
-    command
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("AWS_CONFIG_FILE", "/nonexistent/aws-config")
-        .env(
-            "AWS_SHARED_CREDENTIALS_FILE",
-            "/nonexistent/aws-credentials",
-        );
-    command
-}
-
 fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut command = edge_outbox();
-    command.args(args).envs(env.iter().copied());
-    command.output().unwrap()
-}
-
-fn stdout_ok(output: Output) -> String {
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).unwrap()
+    edge_outbox()
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap()
 }
 
 #[test]

@@ -285,6 +285,41 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// The `edge-outbox` binary as a command, with no `EDGE_OUTBOX_*` or AWS settings from the
+/// caller's environment and an AWS credential chain that finds nothing (no files, no instance
+/// metadata).
+pub fn cli() -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_edge-outbox"));
+    for (key, _) in std::env::vars() {
+        if key.starts_with("EDGE_OUTBOX_") || key.starts_with("AWS_") {
+            command.env_remove(key);
+        }
+    }
+    command
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_CONFIG_FILE", "/nonexistent/aws-config")
+        .env(
+            "AWS_SHARED_CREDENTIALS_FILE",
+            "/nonexistent/aws-credentials",
+        );
+    command
+}
+
+/// `args` run with `env` added; the output of a run that must succeed.
+pub fn cli_stdout(args: &[&str], env: &[(&str, &str)]) -> String {
+    stdout_ok(cli().args(args).envs(env.iter().copied()).output().unwrap())
+}
+
+/// The standard output of a command that must have succeeded (else its stderr is shown).
+pub fn stdout_ok(output: std::process::Output) -> String {
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
 pub mod crash_loop;
 pub mod process;
 pub mod tansu;
