@@ -428,16 +428,6 @@ fn bad(setting: &str, reason: impl Into<String>) -> ConfigError {
 }
 
 impl Config {
-    /// Reads a TOML file over the defaults.
-    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| bad(&path.display().to_string(), format!("cannot read: {e}")))?;
-        Config::from_toml(&text).map_err(|e| ConfigError {
-            setting: path.display().to_string(),
-            reason: e.reason,
-        })
-    }
-
     /// Parses TOML over the defaults.
     pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
         toml::from_str(text).map_err(|e| bad("file", e.to_string()))
