@@ -157,10 +157,10 @@ impl Metrics {
             .inc();
     }
 
-    pub fn published(&self, topic: &str, bytes: u64) {
+    pub fn published(&self, topic: &str, events: u64, bytes: u64) {
         self.published_events
             .get_or_create(&label("topic", topic))
-            .inc();
+            .inc_by(events);
         self.published_bytes
             .get_or_create(&label("topic", topic))
             .inc_by(bytes);

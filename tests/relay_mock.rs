@@ -168,6 +168,7 @@ async fn broker_down_longer_than_the_delivery_timeout_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = test_config(&kafka.bootstrap_servers(), dir.path());
     config.kafka.delivery_timeout = Duration::from_millis(500);
+    config.relay.batch_max_events = 7;
     let sidecar = start(config).await;
     let addr = sidecar.addr();
     post_tenants(addr, 3, 10, "before").await;
@@ -215,6 +216,13 @@ async fn broker_down_longer_than_the_delivery_timeout_loses_nothing() {
             );
         }
     }
+    // The failed batches are sent again before anything newer of their tenant, although the
+    // relay reads ahead while a batch is in flight.
+    let during: Vec<Consumed> = all
+        .into_iter()
+        .filter(|m| m.headers["ce_id"].starts_with("during-"))
+        .collect();
+    assert_in_order(&during, 3, 10);
     sidecar.shutdown().await.unwrap();
 }
 

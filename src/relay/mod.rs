@@ -2,6 +2,8 @@
 //! when to send (every `flush_interval`, or as soon as a full batch waits), reads batches in
 //! sequence order, passes every message through the rate limiter, produces them, waits for
 //! every delivery report and only then removes the delivered records (one durable step).
+//! Two things overlap the sending of a batch: reading the next one, and confirming the
+//! previous one when it was delivered whole (so a kill re-sends at most those two batches).
 //! Failures are classified: retriable ones keep the event and back off, permanent ones go to
 //! the dead-letter table, configuration errors pause the topic, fatal ones recreate the
 //! producer. A (topic, key) pair with a failed message sends nothing newer until the failed
@@ -16,7 +18,7 @@ use crate::catalog::OUTBOX_PUBLISHED_TYPE;
 use crate::config::{KafkaConfig, RelayConfig};
 use crate::kafka::{classify, create_producer, owned_headers, ErrorClass, Producer};
 use crate::msk_iam::TokenSource;
-use crate::store::{now_ms, Record, Store};
+use crate::store::{now_ms, Queued, ReadBatch, Record, Store, StoreError};
 use futures::future::{self, Either};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::FutureRecord;
@@ -59,6 +61,21 @@ enum Outcome {
     Failed(KafkaError),
 }
 
+/// A delivered batch being confirmed in the store, and what to report once it is.
+struct Confirmation {
+    /// Answered once the committer made the confirmation durable.
+    durable: Queued<()>,
+    count: u64,
+    /// Events and bytes delivered per topic.
+    per_topic: BTreeMap<String, (u64, u64)>,
+    lag_ms: u64,
+    took: Duration,
+    summaries: Vec<Record>,
+}
+
+/// A batch being read on a blocking thread.
+type ReadTask = tokio::task::JoinHandle<Result<ReadBatch, StoreError>>;
+
 /// Whether the relay should go on.
 #[derive(Debug, PartialEq, Eq)]
 enum Flow {
@@ -86,6 +103,11 @@ pub struct Relay {
     known_topics: BTreeSet<String>,
     /// Batches in a row that delivered nothing because of retriable errors.
     failed_rounds: u32,
+    /// Set to the sequence after the last batch when that batch was delivered and confirmed
+    /// whole and nothing is paused or held: no undelivered record comes before it.
+    clean_through: Option<u64>,
+    /// The confirmation of the last batch, while the next one is sent.
+    pending: Option<Confirmation>,
     metrics: Arc<crate::metrics::Metrics>,
 }
 
@@ -122,6 +144,8 @@ impl Relay {
             stuck_events: 0,
             known_topics: BTreeSet::new(),
             failed_rounds: 0,
+            clean_through: None,
+            pending: None,
             metrics,
         })
     }
@@ -155,7 +179,9 @@ impl Relay {
         }
     }
 
-    async fn finish(self) {
+    async fn finish(mut self) {
+        // A confirmation under way is finished, so that a clean stop sends nothing twice.
+        let _ = self.await_confirmation().await;
         // Give librdkafka a moment to hand over what is already acknowledged; nothing is
         // confirmed here, so anything unconfirmed is simply sent again after the restart.
         let producer = self.producer.clone();
@@ -166,6 +192,23 @@ impl Relay {
         .await;
     }
 
+    /// Reads the next batch from `from` on a blocking thread, leaving out records of paused
+    /// topics and newer records of held (topic, key) pairs.
+    fn read_from(&self, from: u64) -> ReadTask {
+        let skip_paused: BTreeSet<String> = self.paused.keys().cloned().collect();
+        let held = self.held.clone();
+        let store = self.store.clone();
+        let (max_events, max_bytes) = (self.config.batch_max_events, self.config.batch_max_bytes);
+        tokio::task::spawn_blocking(move || {
+            store.read_batch(from, max_events, max_bytes, |seq, record| {
+                skip_paused.contains(&record.message.topic)
+                    || held
+                        .get(&(record.message.topic.clone(), record.message.key.clone()))
+                        .is_some_and(|failed| !failed.contains(&seq))
+            })
+        })
+    }
+
     fn full_batch_waiting(&self) -> bool {
         let stats = self.store.stats();
         stats.backlog_events.saturating_sub(self.stuck_events)
@@ -173,30 +216,34 @@ impl Relay {
             || (self.stuck_events == 0 && stats.backlog_bytes >= self.config.batch_max_bytes)
     }
 
-    /// Sends batches until nothing sendable is left.
+    /// Sends batches until nothing sendable is left. While a batch is in flight the next one
+    /// is read from the store (decoding takes about as long as sending); it is used only if
+    /// the batch in flight is delivered whole with nothing paused or held, the one case where
+    /// no older record can still be waiting. Otherwise the store is read again from the start.
     async fn drain(&mut self, shutdown: &mut watch::Receiver<bool>) -> Flow {
+        let mut read_ahead: Option<(u64, ReadTask)> = None;
         loop {
             let now = Instant::now();
             self.paused.retain(|_, until| *until > now);
-            let skip_paused: BTreeSet<String> = self.paused.keys().cloned().collect();
-            let held = self.held.clone();
-            let store = self.store.clone();
-            let (max_events, max_bytes) =
-                (self.config.batch_max_events, self.config.batch_max_bytes);
-            let read = tokio::task::spawn_blocking(move || {
-                store.read_batch(0, max_events, max_bytes, |seq, record| {
-                    skip_paused.contains(&record.message.topic)
-                        || held
-                            .get(&(record.message.topic.clone(), record.message.key.clone()))
-                            .is_some_and(|failed| !failed.contains(&seq))
-                })
-            })
-            .await
+            let read = match read_ahead.take() {
+                Some((from, task)) if self.clean_through == Some(from) => task.await,
+                _ => {
+                    // Reading from the start must not see a batch still being confirmed.
+                    if self.settle_pending(shutdown).await == Flow::Stop {
+                        return Flow::Stop;
+                    }
+                    self.read_from(0).await
+                }
+            }
             .expect("the read task does not panic");
+            self.clean_through = None;
             let batch = match read {
                 Ok(batch) => batch,
                 Err(e) => {
                     self.note_error("store", e.to_string());
+                    if self.settle_pending(shutdown).await == Flow::Stop {
+                        return Flow::Stop;
+                    }
                     return self
                         .pause_for(self.config.retry_backoff_max, shutdown)
                         .await;
@@ -213,9 +260,11 @@ impl Relay {
                 }
             }
             if batch.records.is_empty() {
+                // What is left once the last batch is confirmed waits for a pause or a hold.
+                let flow = self.settle_pending(shutdown).await;
                 self.stuck_events = self.store.stats().backlog_events;
                 self.publish_status();
-                return Flow::Continue;
+                return flow;
             }
             tokio::select! {
                 _ = self.check_topics(&batch.records) => {}
@@ -226,8 +275,11 @@ impl Relay {
                 .into_iter()
                 .filter(|(_, r)| !self.paused.contains_key(&r.message.topic))
                 .collect();
-            if records.is_empty() {
+            let Some(&(last, _)) = records.last() else {
                 continue;
+            };
+            if self.paused.is_empty() && self.held.is_empty() {
+                read_ahead = Some((last + 1, self.read_from(last + 1)));
             }
             match self.send_batch(records, shutdown).await {
                 Flow::Stop => return Flow::Stop,
@@ -294,105 +346,72 @@ impl Relay {
         took: Duration,
         shutdown: &mut watch::Receiver<bool>,
     ) -> Flow {
+        if self.settle_pending(shutdown).await == Flow::Stop {
+            return Flow::Stop;
+        }
         let mut delivered: Vec<(u64, &Record)> = Vec::new();
+        let next_seq = records.last().map_or(0, |(seq, _)| seq + 1);
         let mut retriable = 0usize;
         let mut fatal = false;
         for ((seq, record), outcome) in records.iter().zip(outcomes) {
-            let pair = (record.message.topic.clone(), record.message.key.clone());
-            match outcome {
+            let pair = || (record.message.topic.clone(), record.message.key.clone());
+            let error = match outcome {
                 Outcome::Delivered => {
                     delivered.push((*seq, record));
+                    if !self.held.is_empty() {
+                        self.release(&pair(), *seq);
+                    }
+                    continue;
+                }
+                Outcome::Failed(error) => error,
+            };
+            let pair = pair();
+            match self.count_error(&error) {
+                ErrorClass::Permanent => {
+                    tracing::warn!(seq, topic = %pair.0, %error, "parking a message the broker refuses");
+                    self.note_error("permanent", format!("seq {seq}: {error}"));
+                    match self.store.park(*seq, error.to_string()).await {
+                        Ok(()) => self.status.lock().expect("lock").dead_lettered += 1,
+                        Err(e) => self.note_error("store", e.to_string()),
+                    }
                     self.release(&pair, *seq);
                 }
-                Outcome::Failed(error) => match self.count_error(&error) {
-                    ErrorClass::Permanent => {
-                        tracing::warn!(seq, topic = %pair.0, %error, "parking a message the broker refuses");
-                        self.note_error("permanent", format!("seq {seq}: {error}"));
-                        match self.store.park(*seq, error.to_string()).await {
-                            Ok(()) => self.status.lock().expect("lock").dead_lettered += 1,
-                            Err(e) => self.note_error("store", e.to_string()),
-                        }
-                        self.release(&pair, *seq);
-                    }
-                    ErrorClass::Configuration => {
-                        self.known_topics.remove(&pair.0);
-                        self.pause_topic(&pair.0, error.to_string());
-                    }
-                    class => {
-                        // After a delivery timeout the idempotent producer's sequence state is
-                        // uncertain. librdkafka would bump the epoch, which not every broker
-                        // handles (tansu 0.6.0 takes its storage down); a fresh producer, with
-                        // a new producer id, is the reset every broker supports.
-                        let timed_out = matches!(
-                            error,
-                            KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut)
-                        );
-                        fatal |= class == ErrorClass::Fatal || timed_out;
-                        retriable += 1;
-                        self.note_error(
-                            if class == ErrorClass::Fatal {
-                                "fatal"
-                            } else {
-                                "retriable"
-                            },
-                            format!("seq {seq}: {error}"),
-                        );
-                        self.held.entry(pair).or_default().insert(*seq);
-                    }
-                },
+                ErrorClass::Configuration => {
+                    self.known_topics.remove(&pair.0);
+                    self.pause_topic(&pair.0, error.to_string());
+                }
+                class => {
+                    // After a delivery timeout the idempotent producer's sequence state is
+                    // uncertain. librdkafka would bump the epoch, which not every broker
+                    // handles (tansu 0.6.0 takes its storage down); a fresh producer, with
+                    // a new producer id, is the reset every broker supports.
+                    let timed_out = matches!(
+                        error,
+                        KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut)
+                    );
+                    fatal |= class == ErrorClass::Fatal || timed_out;
+                    retriable += 1;
+                    self.note_error(
+                        if class == ErrorClass::Fatal {
+                            "fatal"
+                        } else {
+                            "retriable"
+                        },
+                        format!("seq {seq}: {error}"),
+                    );
+                    self.held.entry(pair).or_default().insert(*seq);
+                }
             }
         }
+        let whole = delivered.len() == records.len();
         if !delivered.is_empty() {
-            let seqs: Vec<u64> = delivered.iter().map(|(s, _)| *s).collect();
-            if let Err(e) = self.store.confirm(seqs).await {
-                // Not confirmed: the records stay and are sent again (at-least-once).
-                self.note_error("store", e.to_string());
-                return self
-                    .pause_for(self.config.retry_backoff_max, shutdown)
-                    .await;
-            }
-            let bytes: u64 = delivered.iter().map(|(_, r)| r.message.size() as u64).sum();
-            let lag_ms = delivered
-                .iter()
-                .map(|(_, r)| now_ms().saturating_sub(r.appended_ms))
-                .max()
-                .unwrap_or(0);
-            tracing::info!(
-                count = delivered.len(),
-                bytes,
-                duration_ms = took.as_millis() as u64,
-                lag_ms,
-                "delivered batch"
-            );
-            for (_, record) in &delivered {
-                self.metrics
-                    .published(&record.message.topic, record.message.size() as u64);
-            }
-            self.metrics.batch_events.observe(delivered.len() as f64);
-            self.metrics
-                .batch_duration_seconds
-                .observe(took.as_secs_f64());
-            {
-                let mut status = self.status.lock().expect("lock");
-                status.last_delivery_ms = Some(now_ms());
-                status.delivered_events += delivered.len() as u64;
-                status.delivered_bytes += bytes;
-                status.batches += 1;
-                let paused = &self.paused;
-                status.paused_topics.retain(|t, _| paused.contains_key(t));
-            }
-            if self.config.publish_summaries {
-                let summaries = summary::summaries(
-                    &delivered,
-                    OUTBOX_PUBLISHED_TYPE,
-                    &self.config.summary_source,
-                    self.config.mode,
-                );
-                if !summaries.is_empty() {
-                    if let Err(e) = self.store.append(summaries).await {
-                        tracing::warn!(error = %e, "could not store the outbox.published summaries");
-                    }
-                }
+            let confirmation = self.confirm(&delivered, took);
+            // A batch delivered whole is confirmed while the next one is sent: every message
+            // of it is in Kafka, so nothing of the next can overtake one of it. Otherwise
+            // the confirmation is awaited before the failed records are looked at again.
+            self.pending = Some(confirmation);
+            if !whole && self.settle_pending(shutdown).await == Flow::Stop {
+                return Flow::Stop;
             }
         }
         self.publish_status();
@@ -426,7 +445,102 @@ impl Relay {
             return self.pause_for(wait, shutdown).await;
         }
         self.backoff = self.config.retry_backoff_min;
+        if whole && self.paused.is_empty() && self.held.is_empty() {
+            self.clean_through = Some(next_seq);
+        }
         Flow::Continue
+    }
+
+    /// Starts the durable confirmation of delivered records; what is reported about them
+    /// (log line, metrics, status, summaries) waits until it is done.
+    fn confirm(&self, delivered: &[(u64, &Record)], took: Duration) -> Confirmation {
+        let seqs: Vec<u64> = delivered.iter().map(|(seq, _)| *seq).collect();
+        let mut per_topic: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
+        let mut oldest_ms = u64::MAX;
+        for (_, record) in delivered {
+            let topic = per_topic.entry(&record.message.topic).or_default();
+            topic.0 += 1;
+            topic.1 += record.message.size() as u64;
+            oldest_ms = oldest_ms.min(record.appended_ms);
+        }
+        let per_topic = per_topic
+            .into_iter()
+            .map(|(topic, counts)| (topic.to_string(), counts))
+            .collect();
+        let lag_ms = now_ms().saturating_sub(oldest_ms);
+        let summaries = if self.config.publish_summaries {
+            summary::summaries(
+                delivered,
+                OUTBOX_PUBLISHED_TYPE,
+                &self.config.summary_source,
+                self.config.mode,
+            )
+        } else {
+            Vec::new()
+        };
+        Confirmation {
+            durable: self.store.confirm(seqs),
+            count: delivered.len() as u64,
+            per_topic,
+            lag_ms,
+            took,
+            summaries,
+        }
+    }
+
+    /// Waits for the pending confirmation, if any, and reports the batch it confirms. If it
+    /// failed, the records stay stored, the next read starts from the oldest (they are sent
+    /// again: at-least-once) and the relay pauses.
+    async fn await_confirmation(&mut self) -> Result<(), StoreError> {
+        let Some(confirmation) = self.pending.take() else {
+            return Ok(());
+        };
+        if let Err(e) = confirmation.durable.await {
+            self.clean_through = None;
+            self.note_error("store", e.to_string());
+            return Err(e);
+        }
+        let bytes: u64 = confirmation.per_topic.values().map(|(_, b)| b).sum();
+        tracing::info!(
+            count = confirmation.count,
+            bytes,
+            duration_ms = confirmation.took.as_millis() as u64,
+            lag_ms = confirmation.lag_ms,
+            "delivered batch"
+        );
+        for (topic, (events, bytes)) in &confirmation.per_topic {
+            self.metrics.published(topic, *events, *bytes);
+        }
+        self.metrics.batch_events.observe(confirmation.count as f64);
+        self.metrics
+            .batch_duration_seconds
+            .observe(confirmation.took.as_secs_f64());
+        {
+            let mut status = self.status.lock().expect("lock");
+            status.last_delivery_ms = Some(now_ms());
+            status.delivered_events += confirmation.count;
+            status.delivered_bytes += bytes;
+            status.batches += 1;
+            let paused = &self.paused;
+            status.paused_topics.retain(|t, _| paused.contains_key(t));
+        }
+        if !confirmation.summaries.is_empty() {
+            if let Err(e) = self.store.append(confirmation.summaries).await {
+                tracing::warn!(error = %e, "could not store the outbox.published summaries");
+            }
+        }
+        Ok(())
+    }
+
+    /// Awaits the pending confirmation; pauses if it failed.
+    async fn settle_pending(&mut self, shutdown: &mut watch::Receiver<bool>) -> Flow {
+        match self.await_confirmation().await {
+            Ok(()) => Flow::Continue,
+            Err(_) => {
+                self.pause_for(self.config.retry_backoff_max, shutdown)
+                    .await
+            }
+        }
     }
 
     /// Classifies a failed message and counts it.

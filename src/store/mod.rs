@@ -197,6 +197,26 @@ pub struct Store {
     dir: PathBuf,
 }
 
+/// A command queued to the committer, whose answer is still to come.
+pub struct Queued<T>(Option<oneshot::Receiver<Result<T, StoreError>>>);
+
+impl<T: Send + 'static> std::future::IntoFuture for Queued<T> {
+    type Output = Result<T, StoreError>;
+    type IntoFuture = futures::future::BoxFuture<'static, Result<T, StoreError>>;
+
+    /// Waits for the committer's answer.
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(async move {
+            let Some(answer) = self.0 else {
+                return Err(StoreError::Unavailable("the store is closed".into()));
+            };
+            answer
+                .await
+                .map_err(|_| StoreError::Unavailable("the committer stopped".into()))?
+        })
+    }
+}
+
 impl Store {
     /// Opens (or creates) the store and starts its committer thread.
     pub fn open(config: StoreConfig) -> Result<Store, StoreError> {
@@ -222,9 +242,11 @@ impl Store {
             .await
     }
 
-    /// Removes delivered records and advances the cursor, in one durable step.
-    pub async fn confirm(&self, seqs: Vec<u64>) -> Result<(), StoreError> {
-        self.command(|reply| Command::Confirm { seqs, reply }).await
+    /// Removes delivered records and advances the cursor, in one durable step. The command
+    /// is queued at the call, so the committer works on it while the caller goes on; the
+    /// returned handle, awaited, tells when it is durable.
+    pub fn confirm(&self, seqs: Vec<u64>) -> Queued<()> {
+        self.command(|reply| Command::Confirm { seqs, reply })
     }
 
     /// Moves a record to the dead-letter table with the error that parked it.
@@ -249,17 +271,16 @@ impl Store {
         self.command(|reply| Command::Maintain { reply }).await
     }
 
-    async fn command<T>(
+    /// Queues a command now; its answer comes through the returned handle.
+    fn command<T>(
         &self,
         make: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Command,
-    ) -> Result<T, StoreError> {
+    ) -> Queued<T> {
         let (reply, answer) = oneshot::channel();
-        self.commands
-            .send(make(reply))
-            .map_err(|_| StoreError::Unavailable("the store is closed".into()))?;
-        answer
-            .await
-            .map_err(|_| StoreError::Unavailable("the committer stopped".into()))?
+        match self.commands.send(make(reply)) {
+            Ok(()) => Queued(Some(answer)),
+            Err(_) => Queued(None),
+        }
     }
 
     /// Reads undelivered records in sequence order, starting at `from`, up to the limits

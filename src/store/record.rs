@@ -29,6 +29,7 @@ pub struct Record {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeadLetter {
     pub seq: u64,
+    #[serde(with = "serde_bytes")]
     pub raw: Vec<u8>,
     pub error: String,
     pub parked_ms: u64,
