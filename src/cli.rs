@@ -172,6 +172,10 @@ pub struct BenchArgs {
     /// Also produce the same messages with a plain rdkafka producer to these brokers.
     #[arg(long)]
     pub baseline_brokers: Option<String>,
+    /// Also produce them to a fresh embedded broker (3 partitions per topic) started by the load
+    /// tool: the plain producer's rate without the messages the relay left in the broker.
+    #[arg(long)]
+    pub baseline_fresh: bool,
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
@@ -538,6 +542,7 @@ async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         pid: args.pid,
         drain: args.drain,
         baseline_brokers: args.baseline_brokers,
+        baseline_fresh: args.baseline_fresh,
     })
     .await?;
     if args.json {

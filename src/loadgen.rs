@@ -8,7 +8,7 @@ use crate::catalog::Catalog;
 use crate::config::KafkaConfig;
 use crate::event::http::{BATCH, STRUCTURED};
 use crate::event::kafka::{to_message, KafkaMode};
-use crate::kafka::{create_producer, owned_headers};
+use crate::kafka::{create_producer, owned_headers, DevBroker};
 use anyhow::{bail, Context};
 use rdkafka::producer::FutureRecord;
 use serde::Serialize;
@@ -33,6 +33,8 @@ pub struct LoadSpec {
     pub drain: bool,
     /// Also produce the same messages with a plain producer to these brokers.
     pub baseline_brokers: Option<String>,
+    /// Also produce them to a fresh embedded broker of the load tool's own.
+    pub baseline_fresh: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -54,6 +56,8 @@ pub struct LoadReport {
     pub relay_mb_per_second: Option<f64>,
     pub baseline_events_per_second: Option<f64>,
     pub relay_to_baseline_ratio: Option<f64>,
+    pub fresh_baseline_events_per_second: Option<f64>,
+    pub relay_to_fresh_baseline_ratio: Option<f64>,
 }
 
 /// [`sample_event`] as the store keeps it (1,000 tenants, 1 KiB payload), for benches.
@@ -234,6 +238,8 @@ pub async fn run(spec: LoadSpec) -> anyhow::Result<LoadReport> {
         relay_mb_per_second: None,
         baseline_events_per_second: None,
         relay_to_baseline_ratio: None,
+        fresh_baseline_events_per_second: None,
+        relay_to_fresh_baseline_ratio: None,
     };
     if spec.drain {
         loop {
@@ -251,7 +257,7 @@ pub async fn run(spec: LoadSpec) -> anyhow::Result<LoadReport> {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
-    if let Some(brokers) = &spec.baseline_brokers {
+    if spec.baseline_brokers.is_some() || spec.baseline_fresh {
         let mut baseline_spec = spec.clone();
         if baseline_spec.events == 0 {
             // Drain-only run: compare against as many messages as the relay delivered.
@@ -261,9 +267,17 @@ pub async fn run(spec: LoadSpec) -> anyhow::Result<LoadReport> {
                 - delivered_before;
             baseline_spec.events = delivered.max(1);
         }
-        let rate = baseline(brokers, &catalog, &baseline_spec).await?;
-        report.baseline_events_per_second = Some(rate);
-        report.relay_to_baseline_ratio = report.relay_events_per_second.map(|r| r / rate);
+        if let Some(brokers) = &spec.baseline_brokers {
+            let rate = baseline(brokers, &catalog, &baseline_spec).await?;
+            report.baseline_events_per_second = Some(rate);
+            report.relay_to_baseline_ratio = report.relay_events_per_second.map(|r| r / rate);
+        }
+        if spec.baseline_fresh {
+            let broker = DevBroker::start(1, &catalog.topics(), 3)?;
+            let rate = baseline(&broker.bootstrap_servers(), &catalog, &baseline_spec).await?;
+            report.fresh_baseline_events_per_second = Some(rate);
+            report.relay_to_fresh_baseline_ratio = report.relay_events_per_second.map(|r| r / rate);
+        }
     }
     Ok(report)
 }
