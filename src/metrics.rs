@@ -183,7 +183,7 @@ impl Metrics {
         self.backlog_events.set(stats.backlog_events as i64);
         self.backlog_bytes.set(stats.backlog_bytes as i64);
         self.dead_letters.set(stats.dead_letters as i64);
-        self.disk_bytes.set(store.disk_bytes() as i64);
+        self.disk_bytes.set(store.recent_disk_bytes() as i64);
         let age = store
             .oldest_appended_ms()
             .map(|ms| now_ms().saturating_sub(ms) as f64 / 1000.0)

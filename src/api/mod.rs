@@ -95,7 +95,7 @@ async fn status(State(app): State<Arc<App>>) -> Response {
         "uptime_seconds": app.started.elapsed().as_secs(),
         "store": app.store.stats(),
         "oldest_age_ms": oldest_age_ms(&app.store),
-        "disk_bytes": app.store.disk_bytes(),
+        "disk_bytes": app.store.recent_disk_bytes(),
         "writable": app.store.broken().is_none(),
         "relay": relay,
         "auth": app.auth.as_ref().map(|a| json!({

@@ -56,8 +56,6 @@ pub(super) enum Command {
 
 /// The most commands in one commit group.
 const MAX_GROUP: usize = 4096;
-/// How old a measurement of the store's disk use may be for `store.max_disk_bytes`.
-const DISK_USAGE_EVERY: Duration = Duration::from_millis(200);
 /// sled keeps what it wrote in memory: after this many bytes written, the committer reopens
 /// the active generation (a pause of tens of milliseconds) so that memory follows what is read.
 const REOPEN_AFTER_BYTES: u64 = 64 * 1024 * 1024;
@@ -95,8 +93,6 @@ pub(super) struct Committer {
     maintain_requests: Vec<Reply<()>>,
     /// Bytes written to the active generation since it was opened.
     written_since_open: u64,
-    /// The last measurement of the store's disk use, and when it was taken.
-    disk_usage: std::cell::Cell<Option<(Instant, u64)>>,
 }
 
 /// What one commit group changes, built before anything is written.
@@ -249,6 +245,7 @@ impl Committer {
             broken: Default::default(),
             broken_reason: Mutex::new(None),
             flush_observer: Mutex::new(None),
+            disk_usage: Mutex::new(None),
         });
         let committer = Committer {
             config,
@@ -259,7 +256,6 @@ impl Committer {
             dedup,
             last_rotation_check: Instant::now(),
             maintain_requests: Vec::new(),
-            disk_usage: Default::default(),
             written_since_open: 0,
         };
         Ok((committer, shared))
@@ -537,7 +533,9 @@ impl Committer {
             });
         }
         if self.config.max_disk_bytes > 0 {
-            let used = *group.disk_bytes.get_or_insert_with(|| self.disk_usage());
+            let used = *group
+                .disk_bytes
+                .get_or_insert_with(|| self.shared.disk_usage(&self.config.dir));
             if used + needed > self.config.max_disk_bytes {
                 return Err(StoreError::DiskLimit {
                     used,
@@ -546,18 +544,6 @@ impl Committer {
             }
         }
         Ok(())
-    }
-
-    /// The store's files on disk, measured at most every [`DISK_USAGE_EVERY`] (a directory walk).
-    fn disk_usage(&self) -> u64 {
-        match self.disk_usage.get() {
-            Some((at, used)) if at.elapsed() < DISK_USAGE_EVERY => used,
-            _ => {
-                let used = generation::disk_usage(&self.config.dir);
-                self.disk_usage.set(Some((Instant::now(), used)));
-                used
-            }
-        }
     }
 
     /// Gives an encoded record the next sequence number and queues it for this group's chunks.

@@ -183,6 +183,27 @@ struct Shared {
     broken_reason: Mutex<Option<String>>,
     /// Told how long each commit group's flush + fdatasync took.
     flush_observer: Mutex<Option<FlushObserver>>,
+    /// The last measurement of the store's disk use, and when it was taken.
+    disk_usage: Mutex<Option<(std::time::Instant, u64)>>,
+}
+
+/// How old a measurement of the store's disk use may be (for `store.max_disk_bytes`, status
+/// and metrics): measuring walks the data directory.
+const DISK_USAGE_EVERY: Duration = Duration::from_millis(200);
+
+impl Shared {
+    /// Bytes the store's files take on disk, measured at most every [`DISK_USAGE_EVERY`].
+    fn disk_usage(&self, dir: &Path) -> u64 {
+        let mut last = self.disk_usage.lock().expect("disk usage lock");
+        match *last {
+            Some((at, used)) if at.elapsed() < DISK_USAGE_EVERY => used,
+            _ => {
+                let used = generation::disk_usage(dir);
+                *last = Some((std::time::Instant::now(), used));
+                used
+            }
+        }
+    }
 }
 
 /// A callback for the duration of each durable flush (for metrics).
@@ -436,9 +457,15 @@ impl Store {
         }
     }
 
-    /// Bytes the store's files take on disk (all generations).
+    /// Bytes the store's files take on disk (all generations), measured now.
     pub fn disk_bytes(&self) -> u64 {
         generation::disk_usage(&self.dir)
+    }
+
+    /// [`Store::disk_bytes`] as measured at most 200 ms ago: for status and metrics, which may
+    /// be asked many times a second.
+    pub fn recent_disk_bytes(&self) -> u64 {
+        self.shared.disk_usage(&self.dir)
     }
 
     /// The live generations, oldest first.
