@@ -22,10 +22,28 @@ use tokio::sync::{mpsc, oneshot, Notify};
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
+/// A record made ready for the committer by the caller: encoded and fingerprinted on the
+/// caller's thread, so that the one committer thread only orders and writes.
+pub(super) struct Prepared {
+    print: Fingerprint,
+    appended_ms: u64,
+    encoded: Vec<u8>,
+}
+
+impl Prepared {
+    pub(super) fn new(record: &Record) -> Prepared {
+        Prepared {
+            print: fingerprint(&record.event_source, &record.event_id),
+            appended_ms: record.appended_ms,
+            encoded: record::encode(record),
+        }
+    }
+}
+
 /// A request to the committer.
 pub(super) enum Command {
     Append {
-        events: Vec<Record>,
+        events: Vec<Prepared>,
         reply: Reply<Vec<Appended>>,
     },
     Confirm {
@@ -448,16 +466,20 @@ impl Committer {
         }
     }
 
-    fn append(&self, group: &mut Group, events: Vec<Record>) -> Result<Vec<Appended>, StoreError> {
+    fn append(
+        &self,
+        group: &mut Group,
+        events: Vec<Prepared>,
+    ) -> Result<Vec<Appended>, StoreError> {
         // First decide, without changing anything, which events are new.
         let mut outcomes: Vec<Appended> = Vec::with_capacity(events.len());
-        let mut fresh: Vec<(usize, Fingerprint, Vec<u8>)> = Vec::new();
+        let mut fresh: Vec<(usize, Prepared)> = Vec::new();
         let mut first_in_request: HashMap<Fingerprint, usize> = HashMap::new();
         // Later copies of a pair new in this request -> the index of its first copy.
         let mut repeat_of: Vec<(usize, usize)> = Vec::new();
         let mut new_bytes = 0u64;
-        for (i, event) in events.iter().enumerate() {
-            let print = fingerprint(&event.event_source, &event.event_id);
+        for (i, event) in events.into_iter().enumerate() {
+            let print = event.print;
             let known = group
                 .new_dedup_seq
                 .get(&print)
@@ -478,10 +500,9 @@ impl Committer {
                 });
                 continue;
             }
-            let encoded = record::encode(event);
-            new_bytes += encoded.len() as u64;
+            new_bytes += event.encoded.len() as u64;
             first_in_request.insert(print, i);
-            fresh.push((i, print, encoded));
+            fresh.push((i, event));
             outcomes.push(Appended {
                 seq: 0,
                 duplicate: false,
@@ -500,12 +521,13 @@ impl Committer {
                 bytes: group.stats.backlog_bytes,
             });
         }
-        for (i, print, encoded) in fresh {
-            let seq = self.push_record(group, encoded);
+        for (i, event) in fresh {
+            let print = event.print;
+            let seq = self.push_record(group, event.encoded);
             let dedup = &mut group.new_dedup;
             dedup.appended_ms = match dedup.entries.is_empty() {
-                true => events[i].appended_ms,
-                false => dedup.appended_ms.min(events[i].appended_ms),
+                true => event.appended_ms,
+                false => dedup.appended_ms.min(event.appended_ms),
             };
             dedup.entries.push((print, seq));
             group.new_dedup_seq.insert(print, seq);

@@ -18,7 +18,7 @@ pub mod record;
 pub use record::{DeadLetter, Record, RecordError};
 
 use chunk::ChunkMeta;
-use committer::{Command, Committer};
+use committer::{Command, Committer, Prepared};
 use generation::Generation;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -259,6 +259,7 @@ impl Store {
     /// stores none of its records. A record whose `source` + `id` pair is already stored
     /// (within the de-duplication window) is answered with the stored sequence number.
     pub async fn append(&self, events: Vec<Record>) -> Result<Vec<Appended>, StoreError> {
+        let events = events.iter().map(Prepared::new).collect();
         self.command(|reply| Command::Append { events, reply })
             .await
     }
