@@ -103,8 +103,9 @@ pub struct Relay {
     known_topics: BTreeSet<String>,
     /// Batches in a row that delivered nothing because of retriable errors.
     failed_rounds: u32,
-    /// Set to the sequence after the last batch when that batch was delivered and confirmed
-    /// whole and nothing is paused or held: no undelivered record comes before it.
+    /// Set to the sequence after the last batch when that batch was delivered whole (its
+    /// confirmation may still be under way) and nothing is paused or held: no record before
+    /// it is left to send.
     clean_through: Option<u64>,
     /// The confirmation of the last batch, while the next one is sent.
     pending: Option<Confirmation>,
@@ -201,10 +202,12 @@ impl Relay {
         let (max_events, max_bytes) = (self.config.batch_max_events, self.config.batch_max_bytes);
         tokio::task::spawn_blocking(move || {
             store.read_batch(from, max_events, max_bytes, |seq, record| {
+                // Most reads hold nothing back: no key pair to build for every record then.
                 skip_paused.contains(&record.message.topic)
-                    || held
-                        .get(&(record.message.topic.clone(), record.message.key.clone()))
-                        .is_some_and(|failed| !failed.contains(&seq))
+                    || (!held.is_empty()
+                        && held
+                            .get(&(record.message.topic.clone(), record.message.key.clone()))
+                            .is_some_and(|failed| !failed.contains(&seq)))
             })
         })
     }
