@@ -1,15 +1,17 @@
 //! The single writer of the store. It takes every queued command at once (a commit group),
-//! turns them into one atomic sled batch (new records as chunks, chunk metadata, de-duplication
-//! entries, dead letters, counters), makes the batch durable with one `flush` + `fdatasync`, and
-//! only then answers each command and updates the shared index. Between groups it expires
+//! appends the group's new records to the active segment file and `fdatasync`s it, then turns
+//! the rest into one atomic sled batch (where the new chunks are, chunk metadata,
+//! de-duplication entries, dead letters, counters), makes the batch durable with one `flush` +
+//! `fdatasync`, and only then answers each command and updates the shared index. Between groups it expires
 //! de-duplication entries and rotates generations. One writer also sidesteps sled's
 //! `flush_async` deadlock with many concurrent callers (sled #1308).
 
-use super::chunk::{self, ChunkMeta, CHUNK_TARGET_BYTES};
+use super::chunk::{ChunkMeta, CHUNK_TARGET_BYTES};
 use super::dedup::{self, fingerprint, DedupGroup, DedupIndex, Fingerprint};
 use super::durable::Durability;
 use super::generation::{self, Generation};
 use super::record::{self, DeadLetter, Record};
+use super::segment::{self, Location, SegmentWriter};
 use super::{
     keys, now_ms, Appended, ChunkEntry, Index, RotationStep, Shared, Stats, StoreConfig,
     StoreError, SCHEMA_VERSION,
@@ -96,6 +98,25 @@ fn answer<T: Send + 'static>(reply: Reply<T>, result: Result<T, StoreError>) -> 
 struct Live {
     generation: Arc<Generation>,
     durability: Durability,
+    /// The segment file new records go to (the active generation only).
+    writer: Option<SegmentWriter>,
+}
+
+impl Live {
+    /// `writer`: whether records will be appended to it (it is the active generation).
+    fn new(generation: Generation, durability: Durability, writer: bool) -> std::io::Result<Live> {
+        let writer = match writer {
+            true => Some(SegmentWriter::create(&generation::segments_dir(
+                &generation.dir,
+            ))?),
+            false => None,
+        };
+        Ok(Live {
+            generation: Arc::new(generation),
+            durability,
+            writer,
+        })
+    }
 }
 
 pub(super) struct Committer {
@@ -125,16 +146,18 @@ struct Group {
     /// Encoded records appended in this group; the first has sequence number `pending_first`.
     pending: Vec<Vec<u8>>,
     pending_first: u64,
+    /// The frames of the new records, to be appended to the active segment file.
+    frames: Vec<u8>,
     /// De-duplication entries of this group, in order (persisted as they are) and by
     /// fingerprint; `appended_ms` is the earliest append time: the entries expire with it.
     new_dedup: DedupGroup,
     new_dedup_seq: HashMap<Fingerprint, u64>,
     dead_gone: HashSet<u64>,
     /// Chunks written in this group (new or the extended tail).
-    written: Vec<(u64, ChunkMeta)>,
+    written: Vec<(u64, ChunkMeta, Location)>,
     bytes_in_group: u64,
     disk_bytes: Option<u64>,
-    /// Bytes of chunk values written in this group.
+    /// Bytes of sled values written in this group.
     bytes_written: u64,
 }
 
@@ -142,7 +165,7 @@ fn unavailable(what: &str, error: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(format!("{what}: {error}"))
 }
 
-fn read_error(e: sled::Error) -> StoreError {
+fn read_error(e: impl std::fmt::Display) -> StoreError {
     unavailable("read failed", e)
 }
 
@@ -200,13 +223,11 @@ impl Committer {
             )));
         }
         let mut lives = Vec::new();
-        for id in &ids {
-            let (generation, durability) = Generation::open(&root, *id, config.cache_bytes)
-                .map_err(|e| unavailable(&format!("open generation {id}"), e))?;
-            lives.push(Live {
-                generation: Arc::new(generation),
-                durability,
-            });
+        for (i, id) in ids.iter().enumerate() {
+            let opened = Generation::open(&root, *id, config.cache_bytes).and_then(
+                |(generation, durability)| Live::new(generation, durability, i + 1 == ids.len()),
+            );
+            lives.push(opened.map_err(|e| unavailable(&format!("open generation {id}"), e))?);
         }
         let active = lives.pop().expect("CURRENT names a generation");
         let draining = lives.pop();
@@ -216,6 +237,13 @@ impl Committer {
         if version > SCHEMA_VERSION {
             return Err(StoreError::Unavailable(format!(
                 "the store has schema version {version}, newer than this release's {SCHEMA_VERSION}"
+            )));
+        }
+        if version < SCHEMA_VERSION {
+            return Err(StoreError::Unavailable(format!(
+                "{} holds a store of the pre-release schema {version} (records inside sled); \
+                 drain it with the release that wrote it, or use a new data directory",
+                root.display()
             )));
         }
 
@@ -398,7 +426,7 @@ impl Committer {
     /// records, dead letters, counters), then the draining one (delivered bits). Returns the
     /// time spent flushing and syncing.
     fn write_group(&mut self, group: &mut Group) -> Result<Duration, String> {
-        self.build_chunks(group).map_err(|e| e.to_string())?;
+        self.build_chunks(group);
         for (first, entry) in &group.touched {
             let batch = if entry.generation.id == self.active.generation.id {
                 &mut group.active
@@ -428,6 +456,18 @@ impl Committer {
             group.active.insert(keys::meta(name), &value.to_be_bytes());
         }
         let started = Instant::now();
+        // The records first: a durable location must never name bytes that are not.
+        if !group.frames.is_empty() {
+            let writer = self
+                .active
+                .writer
+                .as_mut()
+                .expect("the active generation has a writer");
+            writer
+                .append(&group.frames)
+                .and_then(|_| writer.sync())
+                .map_err(|e| format!("writing a segment file failed: {e}"))?;
+        }
         sync_batch(&mut self.active, std::mem::take(&mut group.active))?;
         if group.draining_touched {
             if let Some(draining) = &mut self.draining {
@@ -450,12 +490,13 @@ impl Committer {
                     index.chunks.insert(first, entry);
                 }
             }
-            for (first, meta) in group.written {
+            for (first, meta, location) in group.written {
                 index.chunks.insert(
                     first,
                     ChunkEntry {
                         generation: self.active.generation.clone(),
                         meta,
+                        location,
                     },
                 );
             }
@@ -613,22 +654,22 @@ impl Committer {
         Ok(())
     }
 
-    /// The stored bytes of an undelivered record (empty when its chunk's table is corrupt).
+    /// The stored bytes of an undelivered record (empty when its frames cannot be read).
     fn raw_record(&self, group: &mut Group, seq: u64) -> Result<Vec<u8>, StoreError> {
         let first = self.chunk_of(group, seq).ok_or(StoreError::NotFound(seq))?;
         let entry = &group.touched[&first];
-        if entry.meta.is_delivered((seq - first) as usize) {
+        let index = (seq - first) as usize;
+        if entry.meta.is_delivered(index) {
             return Err(StoreError::NotFound(seq));
         }
-        let value = entry
-            .generation
-            .tree()
-            .get(keys::chunk(first))
-            .map_err(read_error)?
-            .ok_or(StoreError::NotFound(seq))?;
-        Ok(chunk::decode(&value)
-            .ok()
-            .and_then(|records| records.get((seq - first) as usize).map(|r| r.to_vec()))
+        let frames = match entry.generation.segments.read(&entry.location) {
+            Ok(frames) => frames,
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Vec::new(),
+            Err(e) => return Err(read_error(e)),
+        };
+        Ok(segment::records(&frames, &entry.meta.lengths)
+            .swap_remove(index)
+            .map(<[u8]>::to_vec)
             .unwrap_or_default())
     }
 
@@ -705,86 +746,85 @@ impl Committer {
     }
 
     /// Packs the group's new records into chunks: first into the young tail chunk while it has
-    /// room, then into new chunks of about [`CHUNK_TARGET_BYTES`].
-    fn build_chunks(&self, group: &mut Group) -> Result<(), StoreError> {
+    /// room, then into new chunks of about [`CHUNK_TARGET_BYTES`]. Their frames follow each
+    /// other in `group.frames`, to be appended where the active segment file ends now.
+    fn build_chunks(&self, group: &mut Group) {
         if group.pending.is_empty() {
-            return Ok(());
+            return;
         }
         let now = now_ms();
+        let (segment, end) = self
+            .active
+            .writer
+            .as_ref()
+            .expect("the active generation has a writer")
+            .position();
         let mut records = std::mem::take(&mut group.pending).into_iter().peekable();
         let mut next_seq = group.pending_first;
-        if let Some((first, mut meta, mut old)) = self.extendable_tail(group, next_seq, now)? {
-            let mut size: usize = old.iter().map(Vec::len).sum();
+        if let Some((first, mut meta, mut location)) = self.extendable_tail(group, next_seq, now) {
+            let mut size = meta.stored_bytes() as usize;
             let mut added = Vec::new();
             while let Some(r) = records.next_if(|r| size + r.len() <= CHUNK_TARGET_BYTES) {
                 size += r.len();
                 added.push(r.len() as u32);
-                old.push(r);
+                segment::frame_into(&mut group.frames, &r);
             }
             if !added.is_empty() {
                 next_seq += added.len() as u64;
                 meta.extend(&added);
-                put_chunk(group, first, &old, meta);
+                location.len += group.frames.len() as u64;
+                put_chunk(group, first, meta, location);
             }
         }
         while records.peek().is_some() {
+            let offset = end + group.frames.len() as u64;
             let mut size = 0;
-            let mut members = Vec::new();
+            let mut lengths = Vec::new();
             while let Some(r) =
-                records.next_if(|r| members.is_empty() || size + r.len() <= CHUNK_TARGET_BYTES)
+                records.next_if(|r| lengths.is_empty() || size + r.len() <= CHUNK_TARGET_BYTES)
             {
                 size += r.len();
-                members.push(r);
+                lengths.push(r.len() as u32);
+                segment::frame_into(&mut group.frames, &r);
             }
-            let meta = ChunkMeta::new(now, members.iter().map(|r| r.len() as u32).collect());
-            put_chunk(group, next_seq, &members, meta);
-            next_seq += members.len() as u64;
+            let count = lengths.len() as u64;
+            let location = Location {
+                segment,
+                offset,
+                len: end + group.frames.len() as u64 - offset,
+            };
+            put_chunk(group, next_seq, ChunkMeta::new(now, lengths), location);
+            next_seq += count;
         }
-        Ok(())
     }
 
-    /// The tail chunk with its records, if new records may join it: it is in the active
-    /// generation, young, small, untouched by deliveries, and ends right before `next_seq`.
-    #[allow(clippy::type_complexity)]
+    /// The tail chunk, if new records may join it: it is in the active generation, young, small,
+    /// untouched by deliveries, ends right before `next_seq`, and its frames end where the
+    /// active segment file ends (so the new frames continue them).
     fn extendable_tail(
         &self,
         group: &Group,
         next_seq: u64,
         now: u64,
-    ) -> Result<Option<(u64, ChunkMeta, Vec<Vec<u8>>)>, StoreError> {
+    ) -> Option<(u64, ChunkMeta, Location)> {
         let (first, entry) = {
             let index = self.shared.index.read().expect("index lock");
-            match index.chunks.last_key_value() {
-                Some((first, entry)) => (*first, entry.clone()),
-                None => return Ok(None),
-            }
+            let (first, entry) = index.chunks.last_key_value()?;
+            (*first, entry.clone())
         };
         let meta = entry.meta;
+        let writer = self.active.writer.as_ref()?;
         if entry.generation.id != self.active.generation.id
             || group.touched.contains_key(&first)
             || meta.any_delivered()
             || now.saturating_sub(meta.appended_ms) > TAIL_EXTEND_WITHIN_MS
             || meta.stored_bytes() >= CHUNK_TARGET_BYTES as u64
             || first + meta.count() != next_seq
+            || (entry.location.segment, entry.location.end()) != writer.position()
         {
-            return Ok(None);
+            return None;
         }
-        let Some(value) = entry
-            .generation
-            .tree()
-            .get(keys::chunk(first))
-            .map_err(read_error)?
-        else {
-            return Ok(None);
-        };
-        match chunk::decode(&value) {
-            Ok(records) if records.len() as u64 == meta.count() => Ok(Some((
-                first,
-                meta,
-                records.into_iter().map(<[u8]>::to_vec).collect(),
-            ))),
-            _ => Ok(None),
-        }
+        Some((first, meta, entry.location))
     }
 
     /// Forgets de-duplication groups older than the window, or beyond the entry limit, and
@@ -872,12 +912,9 @@ impl Committer {
         if dir.exists() {
             std::fs::remove_dir_all(&dir).map_err(|e| e.to_string())?;
         }
-        let (new, durability) =
-            Generation::open(&root, id, self.config.cache_bytes).map_err(|e| e.to_string())?;
-        let mut live = Live {
-            generation: Arc::new(new),
-            durability,
-        };
+        let mut live = Generation::open(&root, id, self.config.cache_bytes)
+            .and_then(|(new, durability)| Live::new(new, durability, true))
+            .map_err(|e| e.to_string())?;
         let mut batch = sled::Batch::default();
         for prefix in [keys::DEAD, keys::META] {
             for item in self.active.generation.tree().scan_prefix([prefix]) {
@@ -973,15 +1010,15 @@ impl Committer {
     }
 }
 
-/// Writes a chunk of the active generation (new, or the extended tail) and its metadata.
-fn put_chunk(group: &mut Group, first: u64, records: &[Vec<u8>], meta: ChunkMeta) {
-    let value = chunk::encode(records);
-    group.bytes_written += value.len() as u64;
-    group.active.insert(&keys::chunk(first), value);
-    group
-        .active
-        .insert(&keys::chunk_meta(first), record::encode(&meta));
-    group.written.push((first, meta));
+/// Names a chunk of the active generation (new, or the extended tail): where its frames are,
+/// and its metadata.
+fn put_chunk(group: &mut Group, first: u64, meta: ChunkMeta, location: Location) {
+    let meta_value = record::encode(&meta);
+    let location_value = location.encode();
+    group.bytes_written += (meta_value.len() + location_value.len()) as u64;
+    group.active.insert(&keys::chunk(first), &location_value);
+    group.active.insert(&keys::chunk_meta(first), meta_value);
+    group.written.push((first, meta, location));
 }
 
 /// Applies a batch to a generation and makes it durable.
@@ -998,7 +1035,7 @@ fn sync_batch(live: &mut Live, batch: sled::Batch) -> Result<(), String> {
         .map_err(|e| format!("fdatasync failed: {e}"))
 }
 
-/// Reads a generation's chunk metadata into the index.
+/// Reads a generation's chunks (metadata and locations) into the index.
 fn load_chunks(
     generation: &Arc<Generation>,
     chunks: &mut BTreeMap<u64, ChunkEntry>,
@@ -1006,19 +1043,31 @@ fn load_chunks(
     for item in generation.tree().scan_prefix([keys::CHUNK_META]) {
         let (key, value) = item.map_err(read_error)?;
         let first = keys::seq_of(&key);
+        let location = generation
+            .tree()
+            .get(keys::chunk(first))
+            .map_err(read_error)?
+            .and_then(|v| Location::decode(&v));
+        let location = location.unwrap_or_else(|| {
+            // Its records cannot be found: the relay quarantines them as truncated.
+            tracing::error!(chunk = first, "a chunk's location is missing or corrupt");
+            Location {
+                segment: 0,
+                offset: 0,
+                len: 0,
+            }
+        });
         let meta = match record::decode::<ChunkMeta>(&value) {
             Ok(meta) => meta,
             Err(e) => {
-                // Rebuild what the chunk itself tells; its records are delivered again at worst.
-                tracing::error!(chunk = first, error = %e, "chunk metadata is corrupt; rebuilt from the chunk");
-                let value = generation
-                    .tree()
-                    .get(keys::chunk(first))
-                    .map_err(read_error)?;
-                let lengths = value
-                    .as_deref()
-                    .and_then(|v| chunk::decode(v).ok())
-                    .map(|records| records.iter().map(|r| r.len() as u32).collect())
+                // Rebuild what the frames tell; its records are delivered again at worst.
+                tracing::error!(chunk = first, error = %e, "chunk metadata is corrupt; rebuilt from its frames");
+                let lengths = generation
+                    .segments
+                    .read(&location)
+                    .ok()
+                    .and_then(|frames| segment::lengths_of(&frames).ok())
+                    .filter(|lengths| !lengths.is_empty())
                     .unwrap_or_else(|| vec![0]);
                 ChunkMeta::new(super::now_ms(), lengths)
             }
@@ -1028,6 +1077,7 @@ fn load_chunks(
             ChunkEntry {
                 generation: generation.clone(),
                 meta,
+                location,
             },
         );
     }

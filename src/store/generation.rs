@@ -1,5 +1,6 @@
 //! Store generations: how the store gives disk space back. sled does not shrink its files after
-//! deletes, so the store is a series of sled databases (`gen-<id>/`), and the file `CURRENT`
+//! deletes and segment files are append-only, so the store is a series of generations
+//! (`gen-<id>/`: a sled database and its `segments/`), and the file `CURRENT`
 //! names the live ones, oldest first. The newest (active) generation takes every write and holds
 //! the counters, dead letters and de-duplication entries; an older (draining) one only still
 //! holds undelivered chunks. Rotating copies the small state into a fresh generation and then
@@ -9,6 +10,7 @@
 //! directory `CURRENT` does not name is an unfinished or retired generation, removed on open.
 
 use super::durable::{sync_dir, Durability};
+use super::segment::SegmentReader;
 use std::io::{self, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -24,6 +26,8 @@ pub struct Generation {
     pub dir: PathBuf,
     cache_bytes: u64,
     handle: RwLock<Option<Handle>>,
+    /// The records' segment files (`segments/` inside the generation's directory).
+    pub segments: SegmentReader,
 }
 
 struct Handle {
@@ -61,10 +65,12 @@ impl Generation {
     pub fn open(root: &Path, id: u64, cache_bytes: u64) -> io::Result<(Generation, Durability)> {
         let dir = dir_of(root, id);
         let handle = open_handle(&dir, cache_bytes)?;
+        std::fs::create_dir_all(segments_dir(&dir))?;
         let durability = Durability::open(&dir)?;
         sync_dir(root)?;
         let generation = Generation {
             id,
+            segments: SegmentReader::new(segments_dir(&dir)),
             dir,
             cache_bytes,
             handle: RwLock::new(Some(handle)),
@@ -121,6 +127,11 @@ pub fn open_sled(config: sled::Config) -> io::Result<sled::Db> {
 
 pub fn dir_of(root: &Path, id: u64) -> PathBuf {
     root.join(format!("gen-{id:06}"))
+}
+
+/// Where a generation (at `dir`) keeps its segment files.
+pub fn segments_dir(dir: &Path) -> PathBuf {
+    dir.join("segments")
 }
 
 /// The live generations named in `CURRENT`, oldest first; `None` for a new store.

@@ -2,11 +2,12 @@
 //! record and dead letter, and JSON-lines export. It opens the live generations with sled
 //! directly and writes nothing; sled's own lock refuses a store that a running sidecar holds.
 
-use super::chunk::{self, ChunkMeta};
+use super::chunk::ChunkMeta;
 use super::dedup;
 use super::generation;
 use super::keys;
 use super::record::{self, DeadLetter, Record};
+use super::segment::{self, Location, SegmentReader};
 use crate::event::kafka::from_message;
 use serde::Serialize;
 use std::io::Write;
@@ -16,6 +17,8 @@ use std::path::Path;
 pub struct Inspector {
     /// Oldest first; the last one is active.
     generations: Vec<(u64, sled::Db, sled::Tree)>,
+    /// Each generation's segment files, in the same order.
+    segments: Vec<SegmentReader>,
     dir: std::path::PathBuf,
 }
 
@@ -47,6 +50,10 @@ pub struct Verification {
     pub corrupt: Vec<(String, u64, String)>,
 }
 
+/// A chunk as stored: first sequence number, metadata, location (if readable) and the segment
+/// files of its generation.
+type StoredChunk<'a> = (u64, ChunkMeta, Option<Location>, &'a SegmentReader);
+
 /// An undelivered record as stored: its bytes, or why they cannot be had.
 type Stored = Result<Vec<u8>, String>;
 
@@ -59,6 +66,7 @@ impl Inspector {
             );
         };
         let mut generations = Vec::new();
+        let mut segments = Vec::new();
         for id in ids {
             let db = generation::open_sled(
                 sled::Config::new()
@@ -74,9 +82,13 @@ impl Inspector {
             })?;
             let tree = db.open_tree("outbox")?;
             generations.push((id, db, tree));
+            segments.push(SegmentReader::new(generation::segments_dir(
+                &generation::dir_of(dir, id),
+            )));
         }
         Ok(Inspector {
             generations,
+            segments,
             dir: dir.to_path_buf(),
         })
     }
@@ -93,16 +105,20 @@ impl Inspector {
             .unwrap_or(0))
     }
 
-    /// Every chunk's first sequence number, metadata and tree, in sequence order.
-    fn chunks(&self) -> anyhow::Result<Vec<(u64, ChunkMeta, &sled::Tree)>> {
+    /// Every chunk's first sequence number, metadata, location and segment files, in sequence
+    /// order.
+    fn chunks(&self) -> anyhow::Result<Vec<StoredChunk<'_>>> {
         let mut out = Vec::new();
-        for (_, _, tree) in &self.generations {
+        for ((_, _, tree), segments) in self.generations.iter().zip(&self.segments) {
             for item in tree.scan_prefix([keys::CHUNK_META]) {
                 let (key, value) = item?;
-                let meta = record::decode::<ChunkMeta>(&value).map_err(|e| {
-                    anyhow::anyhow!("chunk {} has corrupt metadata: {e}", keys::seq_of(&key))
-                })?;
-                out.push((keys::seq_of(&key), meta, tree));
+                let first = keys::seq_of(&key);
+                let meta = record::decode::<ChunkMeta>(&value)
+                    .map_err(|e| anyhow::anyhow!("chunk {first} has corrupt metadata: {e}"))?;
+                let location = tree
+                    .get(keys::chunk(first))?
+                    .and_then(|v| Location::decode(&v));
+                out.push((first, meta, location, segments));
             }
         }
         Ok(out)
@@ -110,20 +126,23 @@ impl Inspector {
 
     /// Calls `each` with every undelivered record in sequence order.
     fn for_each_record(&self, mut each: impl FnMut(u64, Stored)) -> anyhow::Result<()> {
-        for (first, meta, tree) in self.chunks()? {
-            let value = tree.get(keys::chunk(first))?;
-            let records = match value.as_deref().map(chunk::decode) {
-                Some(Ok(records)) => Ok(records),
-                Some(Err(e)) => Err(format!("chunk table: {e}")),
-                None => Err("chunk missing".to_string()),
+        for (first, meta, location, segments) in self.chunks()? {
+            let frames = match location {
+                Some(location) => segments
+                    .read(&location)
+                    .map_err(|e| format!("chunk frames: {e}")),
+                None => Err("chunk location missing".to_string()),
             };
+            let records = frames
+                .as_ref()
+                .map(|frames| segment::records(frames, &meta.lengths));
             for i in (0..meta.lengths.len()).filter(|i| !meta.is_delivered(*i)) {
                 let stored = match &records {
-                    Ok(records) => records
-                        .get(i)
+                    Ok(records) => records[i]
+                        .as_ref()
                         .map(|r| r.to_vec())
-                        .ok_or_else(|| "record missing from its chunk".to_string()),
-                    Err(e) => Err(e.clone()),
+                        .map_err(|e| format!("chunk frames: {e}")),
+                    Err(e) => Err(e.to_string()),
                 };
                 each(first + i as u64, stored);
             }
@@ -143,7 +162,7 @@ impl Inspector {
             disk_bytes: generation::disk_usage(&self.dir),
             ..Summary::default()
         };
-        for (first, meta, _) in &chunks {
+        for (first, meta, _, _) in &chunks {
             let (events, bytes) = meta.undelivered();
             summary.backlog_events += events;
             summary.backlog_bytes += bytes;
@@ -255,24 +274,44 @@ fn export_line(seq: u64, stored: Stored, error: Option<String>) -> serde_json::V
 #[doc(hidden)]
 pub fn corrupt_record_for_tests(dir: &Path, seq: u64) -> anyhow::Result<()> {
     let inspector = Inspector::open(dir)?;
-    for (first, meta, tree) in inspector.chunks()? {
-        if seq < first || seq >= first + meta.count() {
-            continue;
+    for (i, (_, _, tree)) in inspector.generations.iter().enumerate() {
+        for item in tree.scan_prefix([keys::CHUNK_META]) {
+            let (key, value) = item?;
+            let first = keys::seq_of(&key);
+            let meta = record::decode::<ChunkMeta>(&value).map_err(|e| anyhow::anyhow!("{e}"))?;
+            if seq < first || seq >= first + meta.count() {
+                continue;
+            }
+            let location = tree
+                .get(keys::chunk(first))?
+                .and_then(|v| Location::decode(&v))
+                .ok_or_else(|| anyhow::anyhow!("chunk {first} has no location"))?;
+            let index = (seq - first) as usize;
+            let before: u64 = meta.lengths[..index]
+                .iter()
+                .map(|len| segment::framed_len(*len))
+                .sum();
+            let offset = location.offset
+                + before
+                + segment::FRAME_HEADER
+                + u64::from(meta.lengths[index]) / 2;
+            let id = inspector.generations[i].0;
+            let path = segment::path_of(
+                &generation::segments_dir(&generation::dir_of(dir, id)),
+                location.segment,
+            );
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(path)?;
+            let mut bytes = [0u8; 2];
+            std::os::unix::fs::FileExt::read_exact_at(&file, &mut bytes, offset)?;
+            bytes[0] ^= 0xff;
+            bytes[1] ^= 0x55;
+            std::os::unix::fs::FileExt::write_all_at(&file, &bytes, offset)?;
+            file.sync_all()?;
+            return Ok(());
         }
-        let mut value = tree
-            .get(keys::chunk(first))?
-            .ok_or_else(|| anyhow::anyhow!("chunk {first} missing"))?
-            .to_vec();
-        let records = chunk::decode(&value).map_err(|e| anyhow::anyhow!("{e}"))?;
-        let target = records[(seq - first) as usize];
-        let offset = target.as_ptr() as usize - value.as_ptr() as usize + target.len() / 2;
-        value[offset] ^= 0xff;
-        value[offset + 1] ^= 0x55;
-        tree.insert(keys::chunk(first), value)?;
-        for (_, db, _) in &inspector.generations {
-            db.flush()?;
-        }
-        return Ok(());
     }
     anyhow::bail!("record {seq} is not stored")
 }

@@ -3,13 +3,13 @@
 //! are atomic only within a tree, so one tree holds everything and a one-byte prefix separates
 //! the logical tables:
 //!
-//! | prefix | key                | value                                                   |
-//! |--------|--------------------|---------------------------------------------------------|
-//! | `c`    | first seq (u64 BE) | a [chunk](super::chunk): the records of a commit group  |
-//! | `k`    | first seq (u64 BE) | its [`ChunkMeta`](super::chunk::ChunkMeta)              |
-//! | `d`    | seq (u64 BE)       | encoded [`DeadLetter`](super::DeadLetter)               |
-//! | `h`    | first seq (u64 BE) | a [`DedupGroup`](super::dedup::DedupGroup)              |
-//! | `m`    | name               | u64 BE (next sequence number, cursor, schema version)   |
+//! | prefix | key                | value                                                        |
+//! |--------|--------------------|--------------------------------------------------------------|
+//! | `c`    | first seq (u64 BE) | where a [chunk](super::chunk)'s records are in its segments  |
+//! | `k`    | first seq (u64 BE) | its [`ChunkMeta`](super::chunk::ChunkMeta)                   |
+//! | `d`    | seq (u64 BE)       | encoded [`DeadLetter`](super::DeadLetter)                    |
+//! | `h`    | first seq (u64 BE) | a [`DedupGroup`](super::dedup::DedupGroup)                   |
+//! | `m`    | name               | u64 BE (next sequence number, cursor, schema version)        |
 
 pub const CHUNK: u8 = b'c';
 pub const CHUNK_META: u8 = b'k';

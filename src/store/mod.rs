@@ -1,7 +1,8 @@
-//! The sled outbox. Appends go through one committer thread that groups concurrent requests,
-//! writes their records as chunks (one sled value per commit group) in one atomic batch, makes
-//! the batch durable with one flush + fdatasync, and only then answers (group commit). Reads for
-//! the relay go straight to sled, guided by the in-memory chunk index. The store lives in
+//! The outbox. Appends go through one committer thread that groups concurrent requests, appends
+//! their records to a segment file and fdatasyncs it, then writes where they are (chunks) and
+//! the counters in one atomic sled batch made durable with one flush + fdatasync, and only then
+//! answers (group commit). Reads for the relay go straight to the segment files, guided by the
+//! in-memory chunk index. The store lives in
 //! generations (separate sled databases) so that disk space comes back after a drain. The store
 //! knows nothing of HTTP or Kafka: it keeps records, a cursor, dead letters and counters.
 
@@ -14,12 +15,14 @@ pub mod generation;
 pub mod inspect;
 pub mod keys;
 pub mod record;
+pub mod segment;
 
 pub use record::{DeadLetter, Record, RecordError};
 
 use chunk::ChunkMeta;
 use committer::{Command, Committer, Prepared};
 use generation::Generation;
+use segment::Location;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -27,8 +30,9 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, Notify};
 
-/// The schema version written into new stores (2: chunks and generations).
-pub const SCHEMA_VERSION: u64 = 2;
+/// The schema version written into new stores (3: records in segment files, chunks of them
+/// named in sled, generations).
+pub const SCHEMA_VERSION: u64 = 3;
 
 /// How the store is opened and bounded.
 #[derive(Debug, Clone)]
@@ -146,6 +150,7 @@ pub struct ReadBatch {
 pub(crate) struct ChunkEntry {
     pub generation: Arc<Generation>,
     pub meta: ChunkMeta,
+    pub location: Location,
 }
 
 /// Where every undelivered chunk is; written by the committer after each commit.
@@ -324,30 +329,35 @@ impl Store {
             // A chunk can grow between two index reads: never go back before `start`.
             let start = position;
             position = first + entry.meta.count();
-            let value = entry
-                .generation
-                .tree()
-                .get(keys::chunk(first))
-                .map_err(|e| unavailable("read", e))?;
-            // Delivered and removed since the index was read.
-            let Some(value) = value else { continue };
             let undelivered = (0..entry.meta.lengths.len())
                 .filter(|i| !entry.meta.is_delivered(*i))
                 .map(|i| (i, first + i as u64))
                 .filter(|(_, seq)| *seq >= start);
-            let records = match chunk::decode(&value) {
-                Ok(records) => records,
-                Err(error) => {
+            // Delivered since the index was read.
+            if !self.is_indexed(first) {
+                continue;
+            }
+            let frames = match entry.generation.segments.read(&entry.location) {
+                Ok(frames) => frames,
+                // Delivered (and its generation retired) since the check above.
+                Err(_) if !self.is_indexed(first) => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                    let error = RecordError::Truncated(0);
                     batch
                         .corrupt
                         .extend(undelivered.map(|(_, seq)| (seq, error.clone())));
                     continue;
                 }
+                Err(e) => return Err(unavailable("read", e)),
             };
+            let records = segment::records(&frames, &entry.meta.lengths);
             for (i, seq) in undelivered {
-                let Some(raw) = records.get(i) else {
-                    batch.corrupt.push((seq, RecordError::Truncated(0)));
-                    continue;
+                let raw = match &records[i] {
+                    Ok(raw) => *raw,
+                    Err(error) => {
+                        batch.corrupt.push((seq, error.clone()));
+                        continue;
+                    }
                 };
                 match record::decode::<Record>(raw) {
                     Ok(record) => {
@@ -368,6 +378,11 @@ impl Store {
             }
         }
         Ok(batch)
+    }
+
+    fn is_indexed(&self, first: u64) -> bool {
+        let index = self.shared.index.read().expect("index lock");
+        index.chunks.contains_key(&first)
     }
 
     fn chunk_from(&self, seq: u64) -> Option<(u64, ChunkEntry)> {

@@ -358,14 +358,15 @@ async fn a_crash_at_any_step_of_a_rotation_loses_nothing() {
         copy_tree(root, &images_for_observer.join(format!("{step:?}")));
     })));
     let store = Store::open(config).unwrap();
-    for batch in 0..20 {
+    for batch in 0..40 {
         let events = (0..100)
             .map(|i| sized("s", &format!("{batch}-{i}"), 1024))
             .collect();
         store.append(events).await.unwrap();
     }
-    store.confirm((1..=500).collect()).await.unwrap();
-    store.park(600, "parked".into()).await.unwrap();
+    // Delivered enough that the generation is more than twice the backlog: it rotates.
+    store.confirm((1..=3000).collect()).await.unwrap();
+    store.park(3100, "parked".into()).await.unwrap();
     let before: Vec<u64> = backlog_seqs(&store);
     store.maintain().await.unwrap();
     let new = store

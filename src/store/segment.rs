@@ -1,0 +1,263 @@
+//! Segment files: where the records live. sled keeps only small values (chunk metadata and
+//! locations, de-duplication groups, counters); the records of each commit group are appended to
+//! the generation's current segment file, `gen-<id>/segments/<n>.log`, as frames
+//! `[length: u32 LE][record]`. sled consolidates a leaf of up to 16 values by writing it whole,
+//! so 96 KiB chunks inside sled were written many times over, held in its cache and kept on disk
+//! several times; a segment file takes each record once, and reads go to the file.
+//!
+//! The committer writes and `fdatasync`s a group's frames before the sled batch that names
+//! them, so a durable [`Location`] never points at bytes that are not durable. Bytes after the
+//! last location (a crash between the two) are never read, and every open of a generation
+//! starts a new segment file, so they are never written over either. Segment files go with
+//! their generation when it is retired.
+
+use super::record::RecordError;
+use std::collections::HashMap;
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+/// Bytes before each record in a segment: its length.
+pub const FRAME_HEADER: u64 = 4;
+
+/// Where a chunk's frames are: a byte range of one segment file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Location {
+    pub segment: u64,
+    pub offset: u64,
+    pub len: u64,
+}
+
+impl Location {
+    const ENCODED_LEN: usize = 24;
+
+    /// `[segment][offset][len]`, each u64 LE.
+    pub fn encode(&self) -> [u8; Self::ENCODED_LEN] {
+        let mut out = [0; Self::ENCODED_LEN];
+        out[..8].copy_from_slice(&self.segment.to_le_bytes());
+        out[8..16].copy_from_slice(&self.offset.to_le_bytes());
+        out[16..].copy_from_slice(&self.len.to_le_bytes());
+        out
+    }
+
+    pub fn decode(bytes: &[u8]) -> Option<Location> {
+        if bytes.len() != Self::ENCODED_LEN {
+            return None;
+        }
+        let word = |i: usize| u64::from_le_bytes(bytes[i..i + 8].try_into().expect("8 bytes"));
+        Some(Location {
+            segment: word(0),
+            offset: word(8),
+            len: word(16),
+        })
+    }
+
+    /// The first byte after the range.
+    pub fn end(&self) -> u64 {
+        self.offset + self.len
+    }
+}
+
+/// Appends `record` to `out` as one frame.
+pub fn frame_into(out: &mut Vec<u8>, record: &[u8]) {
+    out.extend_from_slice(&(record.len() as u32).to_le_bytes());
+    out.extend_from_slice(record);
+}
+
+/// Bytes a record of `len` bytes takes in a segment.
+pub fn framed_len(len: u32) -> u64 {
+    FRAME_HEADER + u64::from(len)
+}
+
+/// The records of a chunk's frames, cut by the lengths its metadata holds (sled's copy is the
+/// one trusted; each record then checks its own checksum). A record past the end is `Truncated`.
+pub fn records<'a>(frames: &'a [u8], lengths: &[u32]) -> Vec<Result<&'a [u8], RecordError>> {
+    let mut at = 0usize;
+    lengths
+        .iter()
+        .map(|len| {
+            let start = at + FRAME_HEADER as usize;
+            let end = start + *len as usize;
+            at = end;
+            frames
+                .get(start..end)
+                .ok_or(RecordError::Truncated(frames.len()))
+        })
+        .collect()
+}
+
+/// The record lengths the frames themselves declare, for rebuilding lost chunk metadata.
+pub fn lengths_of(frames: &[u8]) -> Result<Vec<u32>, RecordError> {
+    let mut lengths = Vec::new();
+    let mut at = 0usize;
+    while at < frames.len() {
+        let header = frames
+            .get(at..at + FRAME_HEADER as usize)
+            .ok_or(RecordError::Truncated(frames.len()))?;
+        let len = u32::from_le_bytes(header.try_into().expect("4 bytes"));
+        at += FRAME_HEADER as usize + len as usize;
+        if at > frames.len() {
+            return Err(RecordError::Truncated(frames.len()));
+        }
+        lengths.push(len);
+    }
+    Ok(lengths)
+}
+
+pub fn path_of(dir: &Path, segment: u64) -> PathBuf {
+    dir.join(format!("{segment:06}.log"))
+}
+
+/// The segment numbers present in `dir`.
+fn segment_ids(dir: &Path) -> io::Result<Vec<u64>> {
+    let mut ids = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let name = entry?.file_name();
+        if let Some(id) = name
+            .to_str()
+            .and_then(|n| n.strip_suffix(".log"))
+            .and_then(|n| n.parse::<u64>().ok())
+        {
+            ids.push(id);
+        }
+    }
+    Ok(ids)
+}
+
+/// The committer's end of the newest segment file of the active generation.
+pub struct SegmentWriter {
+    id: u64,
+    file: File,
+    end: u64,
+    dirty: bool,
+}
+
+impl SegmentWriter {
+    /// Starts a new segment file in `dir`, numbered after every one there, and makes its name
+    /// durable.
+    pub fn create(dir: &Path) -> io::Result<SegmentWriter> {
+        let id = segment_ids(dir)?.into_iter().max().unwrap_or(0) + 1;
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(path_of(dir, id))?;
+        super::durable::sync_dir(dir)?;
+        Ok(SegmentWriter {
+            id,
+            file,
+            end: 0,
+            dirty: false,
+        })
+    }
+
+    /// Where the next appended bytes will be.
+    pub fn position(&self) -> (u64, u64) {
+        (self.id, self.end)
+    }
+
+    /// Appends `bytes` (not yet durable: see [`SegmentWriter::sync`]) and returns where they are.
+    pub fn append(&mut self, bytes: &[u8]) -> io::Result<Location> {
+        self.file.write_all_at(bytes, self.end)?;
+        let location = Location {
+            segment: self.id,
+            offset: self.end,
+            len: bytes.len() as u64,
+        };
+        self.end += bytes.len() as u64;
+        self.dirty |= !bytes.is_empty();
+        Ok(location)
+    }
+
+    /// `fdatasync` of what was appended since the last call (nothing to do if nothing was).
+    pub fn sync(&mut self) -> io::Result<()> {
+        if self.dirty {
+            self.file.sync_data()?;
+            self.dirty = false;
+        }
+        Ok(())
+    }
+}
+
+/// Reads chunks from a generation's segment files, keeping each file open once it was read.
+pub struct SegmentReader {
+    dir: PathBuf,
+    files: Mutex<HashMap<u64, Arc<File>>>,
+}
+
+impl SegmentReader {
+    pub fn new(dir: PathBuf) -> SegmentReader {
+        SegmentReader {
+            dir,
+            files: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The bytes at `location`. A range beyond the file's end is `UnexpectedEof`.
+    pub fn read(&self, location: &Location) -> io::Result<Vec<u8>> {
+        if location.len == 0 {
+            return Ok(Vec::new());
+        }
+        let file = self.file(location.segment)?;
+        let mut bytes = vec![0; location.len as usize];
+        file.read_exact_at(&mut bytes, location.offset)?;
+        Ok(bytes)
+    }
+
+    fn file(&self, segment: u64) -> io::Result<Arc<File>> {
+        let mut files = self.files.lock().expect("segment files lock");
+        if let Some(file) = files.get(&segment) {
+            return Ok(file.clone());
+        }
+        let file = Arc::new(File::open(path_of(&self.dir, segment))?);
+        files.insert(segment, file.clone());
+        Ok(file)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_round_trip_and_a_short_range_is_truncated() {
+        let mut frames = Vec::new();
+        for r in [&b"one"[..], b"", b"three"] {
+            frame_into(&mut frames, r);
+        }
+        assert_eq!(lengths_of(&frames).unwrap(), vec![3, 0, 5]);
+        let records: Vec<_> = records(&frames, &[3, 0, 5]).into_iter().collect();
+        assert_eq!(
+            records,
+            vec![Ok(&b"one"[..]), Ok(&b""[..]), Ok(&b"three"[..])]
+        );
+        let short = records_of_short(&frames);
+        assert!(short[2].is_err() && short[0].is_ok());
+        assert!(lengths_of(&frames[..frames.len() - 1]).is_err());
+    }
+
+    fn records_of_short(frames: &[u8]) -> Vec<Result<&[u8], RecordError>> {
+        records(&frames[..frames.len() - 1], &[3, 0, 5])
+    }
+
+    #[test]
+    fn writer_appends_reader_reads_and_a_new_writer_starts_a_new_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut writer = SegmentWriter::create(dir.path()).unwrap();
+        let a = writer.append(b"hello").unwrap();
+        let b = writer.append(b"world!").unwrap();
+        writer.sync().unwrap();
+        assert_eq!(a.end(), b.offset);
+        assert_eq!(Location::decode(&b.encode()), Some(b));
+        let reader = SegmentReader::new(dir.path().to_path_buf());
+        assert_eq!(reader.read(&b).unwrap(), b"world!");
+        let beyond = Location { len: 100, ..b };
+        assert_eq!(
+            reader.read(&beyond).unwrap_err().kind(),
+            io::ErrorKind::UnexpectedEof
+        );
+        let next = SegmentWriter::create(dir.path()).unwrap();
+        assert_eq!(next.position(), (a.segment + 1, 0));
+    }
+}
