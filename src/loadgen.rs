@@ -12,7 +12,7 @@ use crate::kafka::{create_producer, owned_headers, DevBroker};
 use anyhow::{bail, Context};
 use rdkafka::producer::FutureRecord;
 use serde::Serialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -51,6 +51,8 @@ pub struct LoadReport {
     pub sidecar_rss_mib_before: Option<f64>,
     pub sidecar_rss_mib_after: Option<f64>,
     pub sidecar_cpu_percent: Option<f64>,
+    /// The load tool's own CPU while sending (it shares the machine with the sidecar).
+    pub load_tool_cpu_percent: Option<f64>,
     pub drain_seconds: Option<f64>,
     pub relay_events_per_second: Option<f64>,
     pub relay_mb_per_second: Option<f64>,
@@ -78,32 +80,27 @@ pub fn sample_record(catalog: &Catalog, n: u64) -> crate::store::Record {
 
 /// A realistic integration-hub event of about `payload_bytes`.
 pub fn sample_event(catalog: &Catalog, n: u64, tenants: u64, payload_bytes: usize) -> Value {
+    serde_json::from_str(&sample_event_json(catalog, n, tenants, payload_bytes))
+        .expect("sample events are JSON")
+}
+
+/// [`sample_event`] as JSON text, written directly: the load tool shares the machine with the
+/// sidecar, so making its events must cost little.
+pub fn sample_event_json(catalog: &Catalog, n: u64, tenants: u64, payload_bytes: usize) -> String {
     let event_type = &catalog
         .entries()
         .nth((n % catalog.len() as u64) as usize)
         .expect("the catalogue is not empty")
         .event_type;
     let tenant = format!("a{:07}-0000-0000-0000-{:012}", n % tenants, n % tenants);
-    let mut event = json!({
-        "specversion": "1.0",
-        "type": event_type,
-        "source": "integration-hub-svc",
-        "id": format!("evt-{}-{n}", uuid::Uuid::new_v4()),
-        "time": "2026-02-24T12:00:00.000Z",
-        "datacontenttype": "application/json",
-        "subject": tenant,
-        "data": {
-            "tenantId": tenant,
-            "executionId": format!("exec-{n}"),
-            "providerKey": "stripe",
-            "intent": "payment.create",
-            "status": "SUCCESS",
-            "durationMs": n % 1000,
-        }
-    });
-    let size = serde_json::to_vec(&event).map(|v| v.len()).unwrap_or(0);
-    if payload_bytes > size {
-        event["data"]["notes"] = json!("x".repeat(payload_bytes - size));
+    let mut event = format!(
+        r#"{{"specversion":"1.0","type":"{event_type}","source":"integration-hub-svc","id":"evt-{}-{n}","time":"2026-02-24T12:00:00.000Z","datacontenttype":"application/json","subject":"{tenant}","data":{{"tenantId":"{tenant}","executionId":"exec-{n}","providerKey":"stripe","intent":"payment.create","status":"SUCCESS","durationMs":{}}}}}"#,
+        uuid::Uuid::new_v4(),
+        n % 1000,
+    );
+    if payload_bytes > event.len() {
+        let notes = format!(r#","notes":"{}""#, "x".repeat(payload_bytes - event.len()));
+        event.insert_str(event.len() - 2, &notes);
     }
     event
 }
@@ -156,6 +153,7 @@ pub async fn run(spec: LoadSpec) -> anyhow::Result<LoadReport> {
     let bytes_before = before["relay"]["delivered_bytes"].as_u64().unwrap_or(0);
     let catalog = Arc::new(Catalog::builtin());
     let usage_before = spec.pid.and_then(process_usage);
+    let own_before = process_usage(std::process::id());
     let next = Arc::new(AtomicU64::new(0));
     let refused = Arc::new(AtomicU64::new(0));
     let latencies = Arc::new(Mutex::new(Vec::new()));
@@ -179,13 +177,13 @@ pub async fn run(spec: LoadSpec) -> anyhow::Result<LoadReport> {
                     break;
                 }
                 let last = (first + spec.batch as u64).min(spec.events);
-                let events: Vec<Value> = (first..last)
-                    .map(|n| sample_event(&catalog, n, spec.tenants, spec.payload_bytes))
+                let events: Vec<String> = (first..last)
+                    .map(|n| sample_event_json(&catalog, n, spec.tenants, spec.payload_bytes))
                     .collect();
                 let (content_type, body) = if spec.batch == 1 {
-                    (STRUCTURED, serde_json::to_vec(&events[0])?)
+                    (STRUCTURED, events.concat())
                 } else {
-                    (BATCH, serde_json::to_vec(&events)?)
+                    (BATCH, format!("[{}]", events.join(",")))
                 };
                 let sent = Instant::now();
                 let response = client
@@ -210,6 +208,7 @@ pub async fn run(spec: LoadSpec) -> anyhow::Result<LoadReport> {
     }
     let seconds = started.elapsed().as_secs_f64();
     let usage_after = spec.pid.and_then(process_usage);
+    let own_after = process_usage(std::process::id());
     let mut sorted = latencies.lock().expect("lock").clone();
     sorted.sort();
     let refused = refused.load(Ordering::SeqCst);
@@ -232,6 +231,9 @@ pub async fn run(spec: LoadSpec) -> anyhow::Result<LoadReport> {
         sidecar_rss_mib_after: usage_after.map(|u| u.0),
         sidecar_cpu_percent: usage_before
             .zip(usage_after)
+            .map(|(b, a)| (a.1 - b.1) / seconds * 100.0),
+        load_tool_cpu_percent: own_before
+            .zip(own_after)
             .map(|(b, a)| (a.1 - b.1) / seconds * 100.0),
         drain_seconds: None,
         relay_events_per_second: None,
@@ -325,4 +327,24 @@ async fn baseline(brokers: &str, catalog: &Catalog, spec: &LoadSpec) -> anyhow::
         }
     }
     Ok(spec.events as f64 / started.elapsed().as_secs_f64())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sample_events_are_valid_sized_and_unique() {
+        let catalog = Catalog::builtin();
+        let mut ids = std::collections::HashSet::new();
+        for n in 0..72 {
+            let text = sample_event_json(&catalog, n, 10, 1024);
+            assert!((1024..1100).contains(&text.len()), "{} bytes", text.len());
+            let event = crate::event::http::parse_structured(text.as_bytes()).unwrap();
+            assert!(catalog.lookup(&event.event_type).is_some());
+            let tenant = event.tenant_key(&crate::event::DEFAULT_KEY_ORDER).unwrap();
+            assert!(tenant.starts_with(&format!("a{:07}", n % 10)));
+            assert!(ids.insert(event.id));
+        }
+    }
 }

@@ -438,11 +438,14 @@ impl Committer {
                 batch.remove(&keys::chunk(*first));
                 batch.remove(&keys::chunk_meta(*first));
             } else {
-                batch.insert(&keys::chunk_meta(*first), record::encode(&entry.meta));
+                let meta = record::encode(&entry.meta);
+                group.bytes_written += meta.len() as u64;
+                batch.insert(&keys::chunk_meta(*first), meta);
             }
         }
         if !group.new_dedup.entries.is_empty() {
             let pack = dedup::encode_pack(std::slice::from_ref(&group.new_dedup));
+            group.bytes_written += pack.len() as u64;
             group
                 .active
                 .insert(&keys::dedup(group.new_dedup.first_seq()), pack);
