@@ -291,15 +291,18 @@ impl Relay {
         }
     }
 
-    /// Produces one batch, waits for every report, then settles each record.
+    /// Produces one batch, waits for every report, then settles each record. librdkafka
+    /// copies what it is given, so each record's payload and headers are let go once produced:
+    /// while the broker is slow or away, a batch in flight holds only what settling needs.
     async fn send_batch(
         &mut self,
-        records: Vec<(u64, Record)>,
+        mut records: Vec<(u64, Record)>,
         shutdown: &mut watch::Receiver<bool>,
     ) -> Flow {
         let started = std::time::Instant::now();
         let mut pending = Vec::with_capacity(records.len());
-        for (_, record) in &records {
+        let mut sizes = Vec::with_capacity(records.len());
+        for (_, record) in &mut records {
             let waited = self.limiter.wait(record.message.size()).await;
             self.metrics
                 .limiter_wait_seconds
@@ -322,6 +325,9 @@ impl Relay {
                 }
             };
             pending.push(future);
+            sizes.push(record.message.size() as u64);
+            record.message.payload = Vec::new();
+            record.message.headers = Vec::new();
         }
         let reports = pending.into_iter().map(|f| async move {
             match f {
@@ -337,7 +343,7 @@ impl Relay {
             outcomes = future::join_all(reports) => outcomes,
             _ = shutdown.changed() => return Flow::Stop,
         };
-        self.settle(records, outcomes, started.elapsed(), shutdown)
+        self.settle(records, &sizes, outcomes, started.elapsed(), shutdown)
             .await
     }
 
@@ -345,6 +351,7 @@ impl Relay {
     async fn settle(
         &mut self,
         records: Vec<(u64, Record)>,
+        sizes: &[u64],
         outcomes: Vec<Outcome>,
         took: Duration,
         shutdown: &mut watch::Receiver<bool>,
@@ -353,14 +360,16 @@ impl Relay {
             return Flow::Stop;
         }
         let mut delivered: Vec<(u64, &Record)> = Vec::new();
+        let mut delivered_sizes: Vec<u64> = Vec::new();
         let next_seq = records.last().map_or(0, |(seq, _)| seq + 1);
         let mut retriable = 0usize;
         let mut fatal = false;
-        for ((seq, record), outcome) in records.iter().zip(outcomes) {
+        for (((seq, record), outcome), size) in records.iter().zip(outcomes).zip(sizes) {
             let pair = || (record.message.topic.clone(), record.message.key.clone());
             let error = match outcome {
                 Outcome::Delivered => {
                     delivered.push((*seq, record));
+                    delivered_sizes.push(*size);
                     if !self.held.is_empty() {
                         self.release(&pair(), *seq);
                     }
@@ -408,7 +417,7 @@ impl Relay {
         }
         let whole = delivered.len() == records.len();
         if !delivered.is_empty() {
-            let confirmation = self.confirm(&delivered, took);
+            let confirmation = self.confirm(&delivered, &delivered_sizes, took);
             // A batch delivered whole is confirmed while the next one is sent: every message
             // of it is in Kafka, so nothing of the next can overtake one of it. Otherwise
             // the confirmation is awaited before the failed records are looked at again.
@@ -456,14 +465,15 @@ impl Relay {
 
     /// Starts the durable confirmation of delivered records; what is reported about them
     /// (log line, metrics, status, summaries) waits until it is done.
-    fn confirm(&self, delivered: &[(u64, &Record)], took: Duration) -> Confirmation {
+    /// `sizes`: each delivered message's size as produced (its payload is gone by now).
+    fn confirm(&self, delivered: &[(u64, &Record)], sizes: &[u64], took: Duration) -> Confirmation {
         let seqs: Vec<u64> = delivered.iter().map(|(seq, _)| *seq).collect();
         let mut per_topic: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
         let mut oldest_ms = u64::MAX;
-        for (_, record) in delivered {
+        for ((_, record), size) in delivered.iter().zip(sizes) {
             let topic = per_topic.entry(&record.message.topic).or_default();
             topic.0 += 1;
-            topic.1 += record.message.size() as u64;
+            topic.1 += size;
             oldest_ms = oldest_ms.min(record.appended_ms);
         }
         let per_topic = per_topic

@@ -1,7 +1,8 @@
 //! The de-duplication index: which `source` + `id` pairs were appended within the window, and
-//! under which sequence number. A pair is known by a 128-bit SHA-256 fingerprint; a chance
-//! collision (about 2^-64 even at a billion pairs, and infeasible to forge) is far below the
-//! rate of undetected disk errors. The index lives in memory for speed; each commit group
+//! under which sequence number. A pair is known by a 128-bit SHA-256 fingerprint, of which the
+//! in-memory table ([`super::print_table`]) compares 96 bits; a chance collision (about 2^-57
+//! at a million pairs, and infeasible to forge) is far below the rate of undetected disk
+//! errors. The index lives in memory for speed; each commit group
 //! persists its new entries as one value (`h` + first sequence number), so that restart rebuilds
 //! the index by reading those, and expiry deletes whole groups. A value is a *pack*: a list of
 //! groups, one when a commit writes it, many when a rotation copies them into a new generation
@@ -9,11 +10,11 @@
 //! small). Bounded twice: by the time window and by a maximum number of entries (oldest groups
 //! are forgotten first).
 
+use super::print_table::PrintTable;
 use super::record::{self, RecordError};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::{HashMap, VecDeque};
-use std::hash::{BuildHasherDefault, Hasher};
 
 pub type Fingerprint = u128;
 
@@ -50,26 +51,6 @@ pub fn decode_pack(bytes: &[u8]) -> Result<Vec<DedupGroup>, RecordError> {
     record::decode(bytes)
 }
 
-/// Fingerprints are already uniformly distributed: hash them by their low bits.
-#[derive(Default)]
-pub struct FingerprintHasher(u64);
-
-impl Hasher for FingerprintHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8) {
-            let mut word = [0u8; 8];
-            word[..chunk.len()].copy_from_slice(chunk);
-            self.0 ^= u64::from_le_bytes(word);
-        }
-    }
-    fn write_u128(&mut self, n: u128) {
-        self.0 = n as u64;
-    }
-}
-
 /// A persisted group, as remembered for expiry.
 #[derive(Debug, Clone, Copy)]
 pub struct GroupRef {
@@ -82,10 +63,10 @@ pub struct GroupRef {
 }
 
 /// The in-memory index. Expiry is by sequence number: every entry below `live_from` is
-/// expired, whatever the map still holds; the map sheds those entries in bulk now and then.
+/// expired, whatever the table still holds; the table sheds those entries in bulk now and then.
 #[derive(Default)]
 pub struct DedupIndex {
-    map: HashMap<Fingerprint, u64, BuildHasherDefault<FingerprintHasher>>,
+    table: PrintTable,
     groups: VecDeque<GroupRef>,
     /// Live groups in each pack.
     pack_groups: HashMap<u64, usize>,
@@ -93,16 +74,13 @@ pub struct DedupIndex {
     live_from: u64,
     /// Entries of the live groups (kept, not summed: expiry asks on every commit).
     live: usize,
-    /// Entries expired but still in the map.
-    stale: usize,
 }
 
 impl DedupIndex {
     /// The sequence number stored under `fingerprint`, unless expired.
     pub fn get(&self, fingerprint: Fingerprint) -> Option<u64> {
-        self.map
-            .get(&fingerprint)
-            .copied()
+        self.table
+            .get(fingerprint)
             .filter(|seq| *seq >= self.live_from)
     }
 
@@ -118,7 +96,7 @@ impl DedupIndex {
     /// Adds a committed group held in pack `pack` (groups arrive in sequence order).
     pub fn insert_group(&mut self, pack: u64, group: &DedupGroup) {
         for (fingerprint, seq) in &group.entries {
-            self.map.insert(*fingerprint, *seq);
+            self.table.insert(*fingerprint, *seq, self.live_from);
         }
         self.groups.push_back(GroupRef {
             first_seq: group.first_seq(),
@@ -151,7 +129,6 @@ impl DedupIndex {
             }
             self.groups.pop_front();
             self.live -= oldest.entries;
-            self.stale += oldest.entries;
             let left = self.pack_groups.entry(oldest.pack).or_insert(1);
             *left -= 1;
             if *left == 0 {
@@ -164,11 +141,10 @@ impl DedupIndex {
                 .map_or(oldest.first_seq + oldest.entries as u64, |g| g.first_seq)
                 .max(self.live_from);
         }
-        // Shed expired entries once they are a good part of the map (one pass over it).
-        if self.stale > 4096 && self.stale * 4 > self.map.len() {
-            let live_from = self.live_from;
-            self.map.retain(|_, seq| *seq >= live_from);
-            self.stale = 0;
+        // Shed expired entries once they are a good part of the table (one pass over it).
+        let stale = self.table.len().saturating_sub(self.live);
+        if stale > 4096 && stale * 4 > self.table.len() {
+            self.table.retain_from(self.live_from);
         }
         empty_packs
     }

@@ -14,6 +14,7 @@ pub mod durable;
 pub mod generation;
 pub mod inspect;
 pub mod keys;
+mod print_table;
 pub mod record;
 pub mod segment;
 
