@@ -611,7 +611,7 @@ impl Config {
             max_disk_bytes: self.store.max_disk_bytes,
             dedup_max_entries: self.store.dedup_max_entries,
             rotate_min_bytes: self.store.rotate_min_bytes,
-            rotation_observer: None,
+            ..crate::store::StoreConfig::new(self.data_dir.clone())
         }
     }
 

@@ -135,7 +135,7 @@ impl Metrics {
         );
         r.register(
             "edge_outbox_flush_duration_seconds",
-            "sled flush plus fdatasync of one commit group",
+            "durable write of one commit group: segment fdatasync, plus the sled checkpoint when one is due",
             m.flush_duration_seconds.clone(),
         );
         r.register(

@@ -1,6 +1,7 @@
 //! "Acknowledged means durable", checked on the real binary: it runs under `strace`, and for
-//! every `202 Accepted` written to a client the trace must show an `fdatasync` of sled's
-//! database file that completed after that request was read and before the answer was written.
+//! every `202 Accepted` written to a client the trace must show an `fdatasync` of the store's
+//! log (its segment file) that completed after that request was read and before the answer was
+//! written.
 
 mod common;
 
@@ -9,11 +10,32 @@ use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A completed `fdatasync` of the store's `db` file, in either of strace's two forms.
-fn is_db_sync(line: &str) -> bool {
-    let completed = (line.contains("fdatasync(") && !line.contains("<unfinished"))
-        || line.contains("<... fdatasync resumed>");
-    completed && line.trim_end().ends_with("= 0")
+/// Whether `lines` show a completed `fdatasync` of a segment file. strace splits a call that
+/// another thread interrupts into `fdatasync(fd</path> <unfinished ...>` and a later
+/// `<... fdatasync resumed>) = 0` of the same pid: the path is on the first, the result on the
+/// second.
+fn segment_synced(lines: &[&str]) -> bool {
+    let is_segment = |line: &str| line.contains("/segments/") && line.contains(".log>");
+    let succeeded = |line: &str| line.trim_end().ends_with("= 0");
+    let pid = |line: &str| line.split_whitespace().next().unwrap_or("").to_string();
+    let mut unfinished = std::collections::HashSet::new();
+    for line in lines {
+        if line.contains("fdatasync(") && line.contains("<unfinished") {
+            if is_segment(line) {
+                unfinished.insert(pid(line));
+            }
+        } else if line.contains("fdatasync(") {
+            if is_segment(line) && succeeded(line) {
+                return true;
+            }
+        } else if line.contains("<... fdatasync resumed>")
+            && succeeded(line)
+            && unfinished.contains(&pid(line))
+        {
+            return true;
+        }
+    }
+    false
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -93,12 +115,11 @@ async fn the_answer_is_written_only_after_fdatasync() {
             .iter()
             .rposition(|l| l.contains("POST /v1/events"))
             .unwrap_or_else(|| panic!("no request read before the answer at line {i}"));
-        let synced = lines[request..i]
-            .iter()
-            .any(|l| is_db_sync(l) && l.contains("/db>"));
+        let synced = segment_synced(&lines[request..i]);
         assert!(
             synced,
-            "answer at trace line {i} was written without an fdatasync of the db file after its request (line {request})"
+            "answer at trace line {i} was written without an fdatasync of the segment file after its request (line {request}):\n{}",
+            lines[request..=i].join("\n")
         );
     }
     assert_eq!(answers, REQUESTS, "every answer was traced");

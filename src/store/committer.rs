@@ -81,9 +81,6 @@ const MAX_GROUP: usize = 4096;
 const REOPEN_AFTER_BYTES: u64 = 64 * 1024 * 1024;
 /// How often the active generation's size is checked for rotation.
 const ROTATION_CHECK_EVERY: Duration = Duration::from_secs(1);
-/// The tail chunk takes more records only while it is this young (its append time stands for
-/// all of its records in the oldest-age figure).
-const TAIL_EXTEND_WITHIN_MS: u64 = 1_000;
 
 /// An answer waiting for the commit: called with the commit's outcome.
 type Answer = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
@@ -132,6 +129,8 @@ pub(super) struct Committer {
     maintain_requests: Vec<Reply<()>>,
     /// Bytes written to the active generation since it was opened.
     written_since_open: u64,
+    /// When sled was last made durable.
+    last_checkpoint: Instant,
 }
 
 /// What one commit group changes, built before anything is written.
@@ -159,6 +158,9 @@ struct Group {
     disk_bytes: Option<u64>,
     /// Bytes of sled values written in this group.
     bytes_written: u64,
+    /// sled must be durable before the answers (a confirmation, a dead letter): appends alone
+    /// are durable in the segment file.
+    checkpoint: bool,
 }
 
 fn unavailable(what: &str, error: impl std::fmt::Display) -> StoreError {
@@ -252,6 +254,8 @@ impl Committer {
             load_chunks(&live.generation, &mut index.chunks)?;
             index.generations.push(live.generation.clone());
         }
+        let mut active = active;
+        recover_log(&mut active, &mut index.chunks)?;
         let mut dedup = DedupIndex::default();
         for item in tree.scan_prefix([keys::DEDUP]) {
             let (key, value) = item.map_err(read_error)?;
@@ -303,6 +307,7 @@ impl Committer {
             last_rotation_check: Instant::now(),
             maintain_requests: Vec::new(),
             written_since_open: 0,
+            last_checkpoint: Instant::now(),
         };
         Ok((committer, shared))
     }
@@ -356,6 +361,7 @@ impl Committer {
                 answers.push(refuse(command, self.broken_reason()));
                 continue;
             }
+            group.checkpoint |= !matches!(command, Command::Append { .. });
             answers.push(match command {
                 Command::Append { events, reply } => answer(reply, self.append(&mut group, events)),
                 Command::Confirm { seqs, reply } => answer(reply, self.confirm(&mut group, &seqs)),
@@ -459,7 +465,7 @@ impl Committer {
             group.active.insert(keys::meta(name), &value.to_be_bytes());
         }
         let started = Instant::now();
-        // The records first: a durable location must never name bytes that are not.
+        // The records first: the segment file is the log that makes an append durable.
         if !group.frames.is_empty() {
             let writer = self
                 .active
@@ -471,10 +477,21 @@ impl Committer {
                 .and_then(|_| writer.sync())
                 .map_err(|e| format!("writing a segment file failed: {e}"))?;
         }
-        sync_batch(&mut self.active, std::mem::take(&mut group.active))?;
+        // sled is made durable now and then while only appends come in (a checkpoint); what
+        // was appended since the last one is restored from the segment files on open.
+        let checkpoint =
+            group.checkpoint || self.last_checkpoint.elapsed() >= self.config.checkpoint_every;
+        write_batch(
+            &mut self.active,
+            std::mem::take(&mut group.active),
+            checkpoint,
+        )?;
+        if checkpoint {
+            self.last_checkpoint = Instant::now();
+        }
         if group.draining_touched {
             if let Some(draining) = &mut self.draining {
-                sync_batch(draining, std::mem::take(&mut group.draining))?;
+                write_batch(draining, std::mem::take(&mut group.draining), true)?;
             }
         }
         Ok(started.elapsed())
@@ -748,9 +765,9 @@ impl Committer {
         group.stats.dead_letters = group.stats.dead_letters.saturating_sub(1);
     }
 
-    /// Packs the group's new records into chunks: first into the young tail chunk while it has
-    /// room, then into new chunks of about [`CHUNK_TARGET_BYTES`]. Their frames follow each
-    /// other in `group.frames`, to be appended where the active segment file ends now.
+    /// Lays out the group's new records for the active segment file, in `group.frames`: a
+    /// group header, then the records as frames, named in chunks of about
+    /// [`CHUNK_TARGET_BYTES`]; `log_end` moves past them in the same sled batch.
     fn build_chunks(&self, group: &mut Group) {
         if group.pending.is_empty() {
             return;
@@ -762,23 +779,10 @@ impl Committer {
             .as_ref()
             .expect("the active generation has a writer")
             .position();
+        let count = group.pending.len() as u32;
         let mut records = std::mem::take(&mut group.pending).into_iter().peekable();
         let mut next_seq = group.pending_first;
-        if let Some((first, mut meta, mut location)) = self.extendable_tail(group, next_seq, now) {
-            let mut size = meta.stored_bytes() as usize;
-            let mut added = Vec::new();
-            while let Some(r) = records.next_if(|r| size + r.len() <= CHUNK_TARGET_BYTES) {
-                size += r.len();
-                added.push(r.len() as u32);
-                segment::frame_into(&mut group.frames, &r);
-            }
-            if !added.is_empty() {
-                next_seq += added.len() as u64;
-                meta.extend(&added);
-                location.len += group.frames.len() as u64;
-                put_chunk(group, first, meta, location);
-            }
-        }
+        segment::begin_group(&mut group.frames);
         while records.peek().is_some() {
             let offset = end + group.frames.len() as u64;
             let mut size = 0;
@@ -790,44 +794,20 @@ impl Committer {
                 lengths.push(r.len() as u32);
                 segment::frame_into(&mut group.frames, &r);
             }
-            let count = lengths.len() as u64;
+            let chunk_count = lengths.len() as u64;
             let location = Location {
                 segment,
                 offset,
                 len: end + group.frames.len() as u64 - offset,
             };
             put_chunk(group, next_seq, ChunkMeta::new(now, lengths), location);
-            next_seq += count;
+            next_seq += chunk_count;
         }
-    }
-
-    /// The tail chunk, if new records may join it: it is in the active generation, young, small,
-    /// untouched by deliveries, ends right before `next_seq`, and its frames end where the
-    /// active segment file ends (so the new frames continue them).
-    fn extendable_tail(
-        &self,
-        group: &Group,
-        next_seq: u64,
-        now: u64,
-    ) -> Option<(u64, ChunkMeta, Location)> {
-        let (first, entry) = {
-            let index = self.shared.index.read().expect("index lock");
-            let (first, entry) = index.chunks.last_key_value()?;
-            (*first, entry.clone())
-        };
-        let meta = entry.meta;
-        let writer = self.active.writer.as_ref()?;
-        if entry.generation.id != self.active.generation.id
-            || group.touched.contains_key(&first)
-            || meta.any_delivered()
-            || now.saturating_sub(meta.appended_ms) > TAIL_EXTEND_WITHIN_MS
-            || meta.stored_bytes() >= CHUNK_TARGET_BYTES as u64
-            || first + meta.count() != next_seq
-            || (entry.location.segment, entry.location.end()) != writer.position()
-        {
-            return None;
-        }
-        Some((first, meta, entry.location))
+        segment::seal_group(&mut group.frames, group.pending_first, count);
+        let log_end = (segment, end + group.frames.len() as u64);
+        group
+            .active
+            .insert(keys::meta(LOG_END), &encode_log_end(log_end));
     }
 
     /// Forgets de-duplication groups older than the window, or beyond the entry limit, and
@@ -911,6 +891,10 @@ impl Committer {
         let root = self.config.dir.clone();
         let id = self.active.generation.id + 1;
         let started = Instant::now();
+        // The old generation's log is not scanned again once it drains: make sled hold all of
+        // it first.
+        sync_batch(&mut self.active, sled::Batch::default())?;
+        self.last_checkpoint = Instant::now();
         let dir = generation::dir_of(&root, id);
         if dir.exists() {
             std::fs::remove_dir_all(&dir).map_err(|e| e.to_string())?;
@@ -926,6 +910,11 @@ impl Committer {
             }
         }
         let packs = self.repack_dedup(&mut batch)?;
+        let log_start = live.writer.as_ref().map(SegmentWriter::position);
+        batch.insert(
+            keys::meta(LOG_END),
+            &encode_log_end(log_start.unwrap_or_default()),
+        );
         if let Err(e) = sync_batch(&mut live, batch) {
             drop(live);
             let _ = std::fs::remove_dir_all(&dir);
@@ -1026,16 +1015,155 @@ fn put_chunk(group: &mut Group, first: u64, meta: ChunkMeta, location: Location)
 
 /// Applies a batch to a generation and makes it durable.
 fn sync_batch(live: &mut Live, batch: sled::Batch) -> Result<(), String> {
+    write_batch(live, batch, true)
+}
+
+/// Applies a batch to a generation; with `durable`, flushes sled and syncs its files.
+fn write_batch(live: &mut Live, batch: sled::Batch, durable: bool) -> Result<(), String> {
     {
         // One read guard for both calls: never take the generation's lock twice at once.
         let tree = live.generation.tree();
         tree.apply_batch(batch)
-            .and_then(|_| tree.flush().map(|_| ()))
             .map_err(|e| format!("write failed: {e}"))?;
+        if !durable {
+            return Ok(());
+        }
+        tree.flush().map_err(|e| format!("write failed: {e}"))?;
     }
     live.durability
         .sync()
         .map_err(|e| format!("fdatasync failed: {e}"))
+}
+
+/// The `m` key holding the log position up to which sled reflects the segment files.
+const LOG_END: &str = "log_end";
+
+fn encode_log_end((segment, offset): (u64, u64)) -> [u8; 16] {
+    let mut out = [0; 16];
+    out[..8].copy_from_slice(&segment.to_be_bytes());
+    out[8..].copy_from_slice(&offset.to_be_bytes());
+    out
+}
+
+fn decode_log_end(value: &[u8]) -> Option<(u64, u64)> {
+    let value: &[u8; 16] = value.try_into().ok()?;
+    let word = |i: usize| u64::from_be_bytes(value[i..i + 8].try_into().expect("8 bytes"));
+    Some((word(0), word(8)))
+}
+
+/// Restores what was appended after sled's last checkpoint: scans the active generation's
+/// segment files from `log_end`, names the groups found there in chunks, de-duplication entries
+/// and counters, and makes that durable (a checkpoint) before the store serves.
+fn recover_log(
+    active: &mut Live,
+    chunks: &mut BTreeMap<u64, ChunkEntry>,
+) -> Result<(), StoreError> {
+    let log_end = active
+        .generation
+        .tree()
+        .get(keys::meta(LOG_END))
+        .map_err(read_error)?
+        .and_then(|v| decode_log_end(&v))
+        .unwrap_or_default();
+    let dir = generation::segments_dir(&active.generation.dir);
+    let (groups, torn) =
+        segment::scan(&dir, log_end).map_err(|e| unavailable("read the segment files", e))?;
+    if torn > 0 {
+        tracing::warn!(
+            bytes = torn,
+            "the log ends in a group cut short by a crash (never acknowledged); ignored"
+        );
+    }
+    let next_seq = meta_u64(&active.generation.tree(), "next_seq")?;
+    let mut batch = sled::Batch::default();
+    let mut recovered = 0u64;
+    let mut last_seq = 0;
+    let now = now_ms();
+    for group in groups {
+        if group.first_seq < next_seq.max(1) && chunks.contains_key(&group.first_seq) {
+            continue; // Already named in sled (a checkpoint raced the crash).
+        }
+        let records = segment::records(&group.bytes, &group.lengths);
+        let mut dedup = DedupGroup::default();
+        for (i, raw) in records.iter().enumerate() {
+            // A record that does not decode is restored as it is: the relay quarantines it.
+            if let Ok(record) = raw
+                .as_ref()
+                .map_err(|e| e.to_string())
+                .and_then(|raw| record::decode::<Record>(raw).map_err(|e| e.to_string()))
+            {
+                dedup.appended_ms = match dedup.entries.is_empty() {
+                    true => record.appended_ms,
+                    false => dedup.appended_ms.min(record.appended_ms),
+                };
+                dedup.entries.push((
+                    fingerprint(&record.event_source, &record.event_id),
+                    group.first_seq + i as u64,
+                ));
+            }
+        }
+        let mut first = group.first_seq;
+        let mut offset = group.frames.offset;
+        let mut lengths = group.lengths.iter().copied().peekable();
+        while lengths.peek().is_some() {
+            let mut size = 0usize;
+            let mut members = Vec::new();
+            while let Some(len) = lengths
+                .next_if(|len| members.is_empty() || size + *len as usize <= CHUNK_TARGET_BYTES)
+            {
+                size += len as usize;
+                members.push(len);
+            }
+            let len: u64 = members.iter().map(|l| segment::framed_len(*l)).sum();
+            let location = Location {
+                segment: group.frames.segment,
+                offset,
+                len,
+            };
+            let count = members.len() as u64;
+            let appended_ms = match dedup.entries.is_empty() {
+                true => now,
+                false => dedup.appended_ms,
+            };
+            let meta = ChunkMeta::new(appended_ms, members);
+            batch.insert(&keys::chunk(first), &location.encode());
+            batch.insert(&keys::chunk_meta(first), record::encode(&meta));
+            chunks.insert(
+                first,
+                ChunkEntry {
+                    generation: active.generation.clone(),
+                    meta,
+                    location,
+                },
+            );
+            first += count;
+            offset += len;
+        }
+        if !dedup.entries.is_empty() {
+            batch.insert(
+                &keys::dedup(dedup.first_seq()),
+                dedup::encode_pack(std::slice::from_ref(&dedup)),
+            );
+        }
+        recovered += group.lengths.len() as u64;
+        last_seq = first - 1;
+    }
+    if recovered > 0 {
+        batch.insert(
+            keys::meta("next_seq"),
+            &(last_seq + 1).max(next_seq).to_be_bytes(),
+        );
+        tracing::info!(
+            events = recovered,
+            "restored events appended after the last checkpoint from the segment files"
+        );
+    }
+    let start = active.writer.as_ref().map(SegmentWriter::position);
+    batch.insert(
+        keys::meta(LOG_END),
+        &encode_log_end(start.unwrap_or_default()),
+    );
+    sync_batch(active, batch).map_err(StoreError::Unavailable)
 }
 
 /// Reads a generation's chunks (metadata and locations) into the index.

@@ -55,6 +55,9 @@ pub struct StoreConfig {
     pub dedup_max_entries: usize,
     /// The active generation is rotated once its files exceed this and twice the backlog.
     pub rotate_min_bytes: u64,
+    /// sled is made durable at least this often while only appends come in; appends are
+    /// durable in the segment files regardless, and restored from there on open.
+    pub checkpoint_every: Duration,
     /// Called at each step of a rotation (tests copy the directory there to get crash images).
     pub rotation_observer: Option<RotationObserver>,
 }
@@ -96,6 +99,7 @@ impl StoreConfig {
             max_disk_bytes: 0,
             dedup_max_entries: 1_000_000,
             rotate_min_bytes: 64 * 1024 * 1024,
+            checkpoint_every: Duration::from_millis(200),
             rotation_observer: None,
         }
     }

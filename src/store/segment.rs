@@ -1,15 +1,20 @@
-//! Segment files: where the records live. sled keeps only small values (chunk metadata and
-//! locations, de-duplication groups, counters); the records of each commit group are appended to
-//! the generation's current segment file, `gen-<id>/segments/<n>.log`, as frames
-//! `[length: u32 LE][record]`. sled consolidates a leaf of up to 16 values by writing it whole,
-//! so 96 KiB chunks inside sled were written many times over, held in its cache and kept on disk
-//! several times; a segment file takes each record once, and reads go to the file.
+//! Segment files: the store's log, where the records live. sled keeps only small values (chunk
+//! metadata and locations, de-duplication groups, counters); the records of each commit group
+//! are appended to the generation's current segment file, `gen-<id>/segments/<n>.log`, as a
+//! group header followed by frames `[length: u32 LE][record]`. sled consolidates a leaf of up
+//! to 16 values by writing it whole, so 96 KiB chunks inside sled were written many times over,
+//! held in its cache and kept on disk several times; a segment file takes each record once.
 //!
-//! The committer writes and `fdatasync`s a group's frames before the sled batch that names
-//! them, so a durable [`Location`] never points at bytes that are not durable. Bytes after the
-//! last location (a crash between the two) are never read, and every open of a generation
-//! starts a new segment file, so they are never written over either. Segment files go with
-//! their generation when it is retired.
+//! An append is acknowledged once its group is in the segment file and `fdatasync`ed: the
+//! segment is the write-ahead log. sled is brought up to date in memory with every group but
+//! made durable (a checkpoint) only when something else needs it (a confirmation, a dead
+//! letter) or every `store.checkpoint_every` (200 ms); its `log_end` counter says up to
+//! where the log is reflected. Opening the store [`scan`]s the log after `log_end` and restores
+//! the groups found there. A group counts only if its header and frames check out; the scan
+//! stops at the first that does not, which can only be a group cut short by a crash (every
+//! acknowledged group was synced before its answer). Every open starts a new segment file, so
+//! such a torn end is never written over or read again. Segment files go with their generation
+//! when it is retired.
 
 use super::record::RecordError;
 use std::collections::HashMap;
@@ -21,6 +26,11 @@ use std::sync::{Arc, Mutex};
 
 /// Bytes before each record in a segment: its length.
 pub const FRAME_HEADER: u64 = 4;
+/// Bytes of a group header: `[GROUP_MAGIC: u32][first seq: u64][count: u32][frames length:
+/// u64][crc32 of the frames: u32][crc32 of the header before it: u32]`, all LE. The magic is
+/// above any record length, so a header is never mistaken for a frame.
+pub const GROUP_HEADER: u64 = 32;
+const GROUP_MAGIC: u32 = 0xFEED_0B0C;
 
 /// Where a chunk's frames are: a byte range of one segment file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,6 +114,89 @@ pub fn lengths_of(frames: &[u8]) -> Result<Vec<u32>, RecordError> {
         lengths.push(len);
     }
     Ok(lengths)
+}
+
+/// Starts a group's bytes: a header to be filled in by [`seal_group`], then frames.
+pub fn begin_group(out: &mut Vec<u8>) {
+    out.extend_from_slice(&[0; GROUP_HEADER as usize]);
+}
+
+/// Fills in the header of the group `out` holds (begun with [`begin_group`]).
+pub fn seal_group(out: &mut [u8], first_seq: u64, count: u32) {
+    let frames = &out[GROUP_HEADER as usize..];
+    let mut header = [0u8; GROUP_HEADER as usize];
+    header[0..4].copy_from_slice(&GROUP_MAGIC.to_le_bytes());
+    header[4..12].copy_from_slice(&first_seq.to_le_bytes());
+    header[12..16].copy_from_slice(&count.to_le_bytes());
+    header[16..24].copy_from_slice(&(frames.len() as u64).to_le_bytes());
+    header[24..28].copy_from_slice(&crc32fast::hash(frames).to_le_bytes());
+    let crc = crc32fast::hash(&header[..28]);
+    header[28..32].copy_from_slice(&crc.to_le_bytes());
+    out[..GROUP_HEADER as usize].copy_from_slice(&header);
+}
+
+/// A group found in the log by [`scan`].
+#[derive(Debug, PartialEq, Eq)]
+pub struct ScannedGroup {
+    pub first_seq: u64,
+    /// Where its frames are.
+    pub frames: Location,
+    pub lengths: Vec<u32>,
+    /// The frames themselves.
+    pub bytes: Vec<u8>,
+}
+
+/// Reads the log of the segment files in `dir` from position `from` (segment, offset): every
+/// whole group, in order, up to the first that is cut short or does not check out. Returns the
+/// groups and how many bytes after them were left unread.
+pub fn scan(dir: &Path, from: (u64, u64)) -> io::Result<(Vec<ScannedGroup>, u64)> {
+    let mut ids: Vec<u64> = segment_ids(dir)?
+        .into_iter()
+        .filter(|id| *id >= from.0)
+        .collect();
+    ids.sort_unstable();
+    let mut groups = Vec::new();
+    for id in ids {
+        let bytes = std::fs::read(path_of(dir, id))?;
+        let mut at = if id == from.0 { from.1 as usize } else { 0 };
+        while let Some(group) = parse_group(&bytes, at, id) {
+            at = (group.frames.end()) as usize;
+            groups.push(group);
+        }
+        if at < bytes.len() {
+            // Nothing after a torn group was acknowledged: the log ends here.
+            return Ok((groups, (bytes.len() - at) as u64));
+        }
+    }
+    Ok((groups, 0))
+}
+
+fn parse_group(bytes: &[u8], at: usize, segment: u64) -> Option<ScannedGroup> {
+    let header = bytes.get(at..at.checked_add(GROUP_HEADER as usize)?)?;
+    let word = |i: usize| u32::from_le_bytes(header[i..i + 4].try_into().expect("4 bytes"));
+    let long = |i: usize| u64::from_le_bytes(header[i..i + 8].try_into().expect("8 bytes"));
+    if word(0) != GROUP_MAGIC || word(28) != crc32fast::hash(&header[..28]) {
+        return None;
+    }
+    let start = at + GROUP_HEADER as usize;
+    let frames = bytes.get(start..start.checked_add(usize::try_from(long(16)).ok()?)?)?;
+    if crc32fast::hash(frames) != word(24) {
+        return None;
+    }
+    let lengths = lengths_of(frames).ok()?;
+    if lengths.len() != word(12) as usize {
+        return None;
+    }
+    Some(ScannedGroup {
+        first_seq: long(4),
+        frames: Location {
+            segment,
+            offset: start as u64,
+            len: frames.len() as u64,
+        },
+        lengths,
+        bytes: frames.to_vec(),
+    })
 }
 
 pub fn path_of(dir: &Path, segment: u64) -> PathBuf {
@@ -235,6 +328,47 @@ mod tests {
         let short = records_of_short(&frames);
         assert!(short[2].is_err() && short[0].is_ok());
         assert!(lengths_of(&frames[..frames.len() - 1]).is_err());
+    }
+
+    #[test]
+    fn scan_finds_whole_groups_and_stops_at_a_torn_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let group = |first: u64, records: &[&[u8]]| {
+            let mut out = Vec::new();
+            begin_group(&mut out);
+            for r in records {
+                frame_into(&mut out, r);
+            }
+            seal_group(&mut out, first, records.len() as u32);
+            out
+        };
+        let mut writer = SegmentWriter::create(dir.path()).unwrap();
+        let one = writer.append(&group(1, &[b"a", b"bc"])).unwrap();
+        writer.append(&group(3, &[b"def"])).unwrap();
+        let torn = group(4, &[b"ghij"]);
+        writer.append(&torn[..torn.len() - 1]).unwrap();
+        let mut next = SegmentWriter::create(dir.path()).unwrap();
+        next.append(&group(9, &[b"later"])).unwrap();
+
+        let (groups, left) = scan(dir.path(), (one.segment, 0)).unwrap();
+        assert_eq!(left, torn.len() as u64 - 1, "the torn group is left unread");
+        assert_eq!(groups.len(), 2, "nothing after the torn group");
+        assert_eq!(groups[0].first_seq, 1);
+        assert_eq!(groups[0].lengths, vec![1, 2]);
+        assert_eq!(groups[0].frames.offset, one.offset + GROUP_HEADER);
+        let records: Vec<_> = records(&groups[1].bytes, &groups[1].lengths);
+        assert_eq!(records, vec![Ok(&b"def"[..])]);
+
+        // From the end of the second group of the first file, on into the next file.
+        let (groups, left) = scan(dir.path(), (next.position().0, 0)).unwrap();
+        assert_eq!((groups.len(), groups[0].first_seq, left), (1, 9, 0));
+        // A flipped byte in a group's frames ends the log there too.
+        let mut bad = group(20, &[b"xyz"]);
+        let last = bad.len() - 1;
+        bad[last] ^= 1;
+        next.append(&bad).unwrap();
+        let (groups, left) = scan(dir.path(), (next.position().0, 0)).unwrap();
+        assert_eq!((groups.len(), left), (1, bad.len() as u64));
     }
 
     fn records_of_short(frames: &[u8]) -> Vec<Result<&[u8], RecordError>> {
