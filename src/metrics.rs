@@ -135,7 +135,7 @@ impl Metrics {
         );
         r.register(
             "edge_outbox_flush_duration_seconds",
-            "durable write of one commit group: segment fdatasync, plus the sled checkpoint when one is due",
+            "durable write of one commit group: segment fdatasync, plus sled flush and fdatasync when the group confirms, parks or replays",
             m.flush_duration_seconds.clone(),
         );
         r.register(

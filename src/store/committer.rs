@@ -6,6 +6,7 @@
 //! de-duplication entries and rotates generations. One writer also sidesteps sled's
 //! `flush_async` deadlock with many concurrent callers (sled #1308).
 
+use super::checkpointer::Checkpointer;
 use super::chunk::{ChunkMeta, CHUNK_TARGET_BYTES};
 use super::dedup::{self, fingerprint, DedupGroup, DedupIndex, Fingerprint};
 use super::durable::Durability;
@@ -129,8 +130,6 @@ pub(super) struct Committer {
     maintain_requests: Vec<Reply<()>>,
     /// Bytes written to the active generation since it was opened.
     written_since_open: u64,
-    /// When sled was last made durable.
-    last_checkpoint: Instant,
 }
 
 /// What one commit group changes, built before anything is written.
@@ -293,6 +292,7 @@ impl Committer {
             index: RwLock::new(index),
             appended: Notify::new(),
             broken: Default::default(),
+            unsynced: Default::default(),
             broken_reason: Mutex::new(None),
             flush_observer: Mutex::new(None),
             disk_usage: Mutex::new(None),
@@ -307,12 +307,20 @@ impl Committer {
             last_rotation_check: Instant::now(),
             maintain_requests: Vec::new(),
             written_since_open: 0,
-            last_checkpoint: Instant::now(),
         };
         Ok((committer, shared))
     }
 
     pub(super) fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>) {
+        let mut checkpointer =
+            match Checkpointer::start(self.shared.clone(), self.config.checkpoint_every) {
+                Ok(checkpointer) => Some(checkpointer),
+                Err(e) => {
+                    // Appends still make sled durable whenever anything else is committed.
+                    tracing::error!(error = %e, "starting the checkpoint thread failed");
+                    None
+                }
+            };
         while let Some(first) = commands.blocking_recv() {
             let mut group = vec![first];
             while group.len() < MAX_GROUP {
@@ -335,6 +343,9 @@ impl Committer {
             for reply in self.maintain_requests.drain(..) {
                 let _ = reply.send(outcome.clone());
             }
+        }
+        if let Some(checkpointer) = &mut checkpointer {
+            checkpointer.stop();
         }
         let _ = self.active.generation.flush();
         let _ = self.active.durability.sync();
@@ -411,12 +422,8 @@ impl Committer {
         stop
     }
 
-    /// After a failed write or fsync the page cache cannot be trusted (the "fsyncgate" lesson):
-    /// refuse every later write instead of acknowledging on top of it.
     fn mark_broken(&self, reason: &str) {
-        tracing::error!(%reason, "the store is no longer writable");
-        *self.shared.broken_reason.lock().expect("lock") = Some(reason.to_string());
-        self.shared.broken.store(true, Ordering::SeqCst);
+        self.shared.mark_broken(reason);
     }
 
     fn broken_reason(&self) -> String {
@@ -477,17 +484,14 @@ impl Committer {
                 .and_then(|_| writer.sync())
                 .map_err(|e| format!("writing a segment file failed: {e}"))?;
         }
-        // sled is made durable now and then while only appends come in (a checkpoint); what
-        // was appended since the last one is restored from the segment files on open.
-        let checkpoint =
-            group.checkpoint || self.last_checkpoint.elapsed() >= self.config.checkpoint_every;
+        // Appends alone leave sled to the checkpointer: they are durable in the log.
         write_batch(
             &mut self.active,
             std::mem::take(&mut group.active),
-            checkpoint,
+            group.checkpoint,
         )?;
-        if checkpoint {
-            self.last_checkpoint = Instant::now();
+        if !group.checkpoint {
+            self.shared.unsynced.store(true, Ordering::SeqCst);
         }
         if group.draining_touched {
             if let Some(draining) = &mut self.draining {
@@ -894,7 +898,6 @@ impl Committer {
         // The old generation's log is not scanned again once it drains: make sled hold all of
         // it first.
         sync_batch(&mut self.active, sled::Batch::default())?;
-        self.last_checkpoint = Instant::now();
         let dir = generation::dir_of(&root, id);
         if dir.exists() {
             std::fs::remove_dir_all(&dir).map_err(|e| e.to_string())?;

@@ -6,6 +6,7 @@
 //! generations (separate sled databases) so that disk space comes back after a drain. The store
 //! knows nothing of HTTP or Kafka: it keeps records, a cursor, dead letters and counters.
 
+mod checkpointer;
 pub mod chunk;
 mod committer;
 pub mod dedup;
@@ -190,6 +191,8 @@ struct Shared {
     appended: Notify,
     /// Set when a write or sync failed: from then on the store refuses writes.
     broken: AtomicBool,
+    /// sled holds changes not yet made durable (appends: they are durable in the log).
+    unsynced: AtomicBool,
     broken_reason: Mutex<Option<String>>,
     /// Told how long each commit group's flush + fdatasync took.
     flush_observer: Mutex<Option<FlushObserver>>,
@@ -202,6 +205,14 @@ struct Shared {
 const DISK_USAGE_EVERY: Duration = Duration::from_millis(200);
 
 impl Shared {
+    /// After a failed write or fsync the page cache cannot be trusted (the "fsyncgate"
+    /// lesson): refuse every later write instead of acknowledging on top of it.
+    fn mark_broken(&self, reason: &str) {
+        tracing::error!(%reason, "the store is no longer writable");
+        *self.broken_reason.lock().expect("lock") = Some(reason.to_string());
+        self.broken.store(true, Ordering::SeqCst);
+    }
+
     /// Bytes the store's files take on disk, measured at most every [`DISK_USAGE_EVERY`].
     fn disk_usage(&self, dir: &Path) -> u64 {
         let mut last = self.disk_usage.lock().expect("disk usage lock");
