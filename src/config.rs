@@ -356,7 +356,7 @@ impl Default for IngestConfig {
 impl Default for StoreSettings {
     fn default() -> Self {
         StoreSettings {
-            cache_bytes: 32 * 1024 * 1024,
+            cache_bytes: 4 * 1024 * 1024,
             max_backlog_events: 1_000_000,
             max_backlog_bytes: 2 * 1024 * 1024 * 1024,
             dedup_window: Duration::from_secs(24 * 3600),

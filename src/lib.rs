@@ -7,6 +7,7 @@ pub mod config;
 pub mod connect_check;
 pub mod event;
 pub mod kafka;
+pub mod memory;
 pub mod msk_iam;
 pub mod relay;
 pub mod sidecar;

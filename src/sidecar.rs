@@ -62,12 +62,15 @@ pub struct Sidecar {
     shutdown: watch::Sender<bool>,
     server: JoinHandle<std::io::Result<()>>,
     relay: JoinHandle<()>,
+    /// Hands free memory back to the system (see [`crate::memory`]).
+    memory: JoinHandle<()>,
 }
 
 impl Sidecar {
     /// Validates the configuration and starts everything; returns once the API listens.
     pub async fn start(config: Config) -> anyhow::Result<Sidecar> {
         config.validate(true)?;
+        crate::memory::tune_allocator();
         let store_config = config.store_config();
         let store = tokio::task::spawn_blocking(move || Store::open(store_config))
             .await?
@@ -126,6 +129,7 @@ impl Sidecar {
             ));
         }
         let relay = tokio::spawn(relay.run(watcher));
+        let memory = crate::memory::spawn_release_task();
         tracing::info!(%addr, data_dir = %config.data_dir.display(), brokers = %config.kafka.brokers, "edge-outbox is serving");
         Ok(Sidecar {
             addr,
@@ -134,6 +138,7 @@ impl Sidecar {
             shutdown,
             server,
             relay,
+            memory,
         })
     }
 
@@ -156,6 +161,7 @@ impl Sidecar {
         let _ = self.shutdown.send(true);
         self.server.await??;
         self.relay.await?;
+        self.memory.abort();
         self.store.close().await;
         tracing::info!("edge-outbox stopped");
         Ok(())

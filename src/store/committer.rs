@@ -79,7 +79,7 @@ pub(super) enum Command {
 const MAX_GROUP: usize = 4096;
 /// sled keeps what it wrote in memory: after this many bytes written, the committer reopens
 /// the active generation (a pause of tens of milliseconds) so that memory follows what is read.
-const REOPEN_AFTER_BYTES: u64 = 64 * 1024 * 1024;
+const REOPEN_AFTER_BYTES: u64 = 16 * 1024 * 1024;
 /// How often the active generation's size is checked for rotation.
 const ROTATION_CHECK_EVERY: Duration = Duration::from_secs(1);
 
@@ -833,12 +833,6 @@ impl Committer {
             match self.active.generation.reopen() {
                 Ok(durability) => {
                     self.active.durability = durability;
-                    // Hand the freed pages back to the system (glibc keeps them otherwise).
-                    #[cfg(target_env = "gnu")]
-                    // SAFETY: malloc_trim only releases free memory of the allocator.
-                    unsafe {
-                        libc::malloc_trim(0);
-                    }
                     tracing::info!(
                         took_ms = started.elapsed().as_millis() as u64,
                         "reopened the active store generation to release sled's memory"

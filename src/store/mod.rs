@@ -92,7 +92,7 @@ impl StoreConfig {
     pub fn new(dir: impl Into<PathBuf>) -> StoreConfig {
         StoreConfig {
             dir: dir.into(),
-            cache_bytes: 32 * 1024 * 1024,
+            cache_bytes: 4 * 1024 * 1024,
             max_backlog_events: 1_000_000,
             max_backlog_bytes: 1024 * 1024 * 1024,
             dedup_window: Duration::from_secs(24 * 3600),
