@@ -811,7 +811,7 @@ impl Committer {
         let log_end = (segment, end + group.frames.len() as u64);
         group
             .active
-            .insert(keys::meta(LOG_END), &encode_log_end(log_end));
+            .insert(keys::meta(keys::LOG_END), &keys::encode_log_end(log_end));
     }
 
     /// Forgets de-duplication groups older than the window, or beyond the entry limit, and
@@ -909,8 +909,8 @@ impl Committer {
         let packs = self.repack_dedup(&mut batch)?;
         let log_start = live.writer.as_ref().map(SegmentWriter::position);
         batch.insert(
-            keys::meta(LOG_END),
-            &encode_log_end(log_start.unwrap_or_default()),
+            keys::meta(keys::LOG_END),
+            &keys::encode_log_end(log_start.unwrap_or_default()),
         );
         if let Err(e) = sync_batch(&mut live, batch) {
             drop(live);
@@ -1032,22 +1032,6 @@ fn write_batch(live: &mut Live, batch: sled::Batch, durable: bool) -> Result<(),
         .map_err(|e| format!("fdatasync failed: {e}"))
 }
 
-/// The `m` key holding the log position up to which sled reflects the segment files.
-const LOG_END: &str = "log_end";
-
-fn encode_log_end((segment, offset): (u64, u64)) -> [u8; 16] {
-    let mut out = [0; 16];
-    out[..8].copy_from_slice(&segment.to_be_bytes());
-    out[8..].copy_from_slice(&offset.to_be_bytes());
-    out
-}
-
-fn decode_log_end(value: &[u8]) -> Option<(u64, u64)> {
-    let value: &[u8; 16] = value.try_into().ok()?;
-    let word = |i: usize| u64::from_be_bytes(value[i..i + 8].try_into().expect("8 bytes"));
-    Some((word(0), word(8)))
-}
-
 /// Restores what was appended after sled's last checkpoint: scans the active generation's
 /// segment files from `log_end`, names the groups found there in chunks, de-duplication entries
 /// and counters, and makes that durable (a checkpoint) before the store serves.
@@ -1058,9 +1042,9 @@ fn recover_log(
     let log_end = active
         .generation
         .tree()
-        .get(keys::meta(LOG_END))
+        .get(keys::meta(keys::LOG_END))
         .map_err(read_error)?
-        .and_then(|v| decode_log_end(&v))
+        .and_then(|v| keys::decode_log_end(&v))
         .unwrap_or_default();
     let dir = generation::segments_dir(&active.generation.dir);
     let (groups, torn) =
@@ -1157,8 +1141,8 @@ fn recover_log(
     }
     let start = active.writer.as_ref().map(SegmentWriter::position);
     batch.insert(
-        keys::meta(LOG_END),
-        &encode_log_end(start.unwrap_or_default()),
+        keys::meta(keys::LOG_END),
+        &keys::encode_log_end(start.unwrap_or_default()),
     );
     sync_batch(active, batch).map_err(StoreError::Unavailable)
 }

@@ -121,6 +121,19 @@ impl Inspector {
                 out.push((first, meta, location, segments));
             }
         }
+        // After a crash, the newest appends may be only in the log (the sidecar restores them
+        // when it opens the store): read them from there too.
+        let (_, _, tree) = self.generations.last().expect("at least one generation");
+        let segments = self.segments.last().expect("one per generation");
+        let log_end = tree
+            .get(keys::meta(keys::LOG_END))?
+            .and_then(|v| keys::decode_log_end(&v))
+            .unwrap_or_default();
+        let (groups, _) = segment::scan(segments.dir(), log_end)?;
+        for group in groups {
+            let meta = ChunkMeta::new(0, group.lengths);
+            out.push((group.first_seq, meta, Some(group.frames), segments));
+        }
         Ok(out)
     }
 
@@ -155,7 +168,11 @@ impl Inspector {
         let mut summary = Summary {
             schema_version: self.meta("schema_version")?,
             generations: self.generations.iter().map(|g| g.0).collect(),
-            next_seq: self.meta("next_seq")?,
+            next_seq: self.meta("next_seq")?.max(
+                chunks
+                    .last()
+                    .map_or(0, |(first, meta, _, _)| first + meta.count()),
+            ),
             cursor: self.meta("cursor")?,
             dead_letters: self.meta("dead_letters")?,
             chunks: chunks.len() as u64,

@@ -9,7 +9,8 @@
 //! | `k`    | first seq (u64 BE) | its [`ChunkMeta`](super::chunk::ChunkMeta)                   |
 //! | `d`    | seq (u64 BE)       | encoded [`DeadLetter`](super::DeadLetter)                    |
 //! | `h`    | first seq (u64 BE) | a [`DedupGroup`](super::dedup::DedupGroup)                   |
-//! | `m`    | name               | u64 BE (next sequence number, cursor, schema version)        |
+//! | `m`    | name               | u64 BE (next sequence number, cursor, schema version), and   |
+//! |        |                    | `log_end`: up to where sled reflects the segment files       |
 
 pub const CHUNK: u8 = b'c';
 pub const CHUNK_META: u8 = b'k';
@@ -49,6 +50,23 @@ pub fn meta(name: &str) -> Vec<u8> {
     let mut key = vec![META];
     key.extend_from_slice(name.as_bytes());
     key
+}
+
+/// The `m` key holding the log position (segment, offset) up to which sled reflects the
+/// segment files; what lies after it is restored from them on open.
+pub const LOG_END: &str = "log_end";
+
+pub fn encode_log_end((segment, offset): (u64, u64)) -> [u8; 16] {
+    let mut out = [0; 16];
+    out[..8].copy_from_slice(&segment.to_be_bytes());
+    out[8..].copy_from_slice(&offset.to_be_bytes());
+    out
+}
+
+pub fn decode_log_end(value: &[u8]) -> Option<(u64, u64)> {
+    let value: &[u8; 16] = value.try_into().ok()?;
+    let word = |i: usize| u64::from_be_bytes(value[i..i + 8].try_into().expect("8 bytes"));
+    Some((word(0), word(8)))
 }
 
 pub fn u64_value(value: &[u8]) -> Option<u64> {

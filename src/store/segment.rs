@@ -287,6 +287,11 @@ impl SegmentReader {
         }
     }
 
+    /// The directory of the segment files.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// The bytes at `location`. A range beyond the file's end is `UnexpectedEof`.
     pub fn read(&self, location: &Location) -> io::Result<Vec<u8>> {
         if location.len == 0 {

@@ -488,6 +488,13 @@ async fn appends_after_the_last_checkpoint_are_restored_from_the_log() {
     std::io::Write::write_all(&mut torn, &[0xFE, 0xED, 0x0B, 0x0C, 1, 2, 3]).unwrap();
     drop(torn);
 
+    // Offline inspection sees them too (it reads the log after sled's checkpoint).
+    let summary = inspect::Inspector::open(&image).unwrap().summary().unwrap();
+    assert_eq!(
+        (summary.backlog_events, summary.next_seq),
+        (stats.backlog_events, stats.next_seq)
+    );
+
     let store = open(&image);
     assert_eq!(backlog_seqs(&store), expected);
     assert_eq!(store.stats(), stats);
