@@ -166,6 +166,10 @@ pub struct BenchArgs {
     /// The sidecar's pid, to report its RSS and CPU.
     #[arg(long)]
     pub pid: Option<u32>,
+    /// Send at most this many events per second in all (0: as fast as the sidecar answers),
+    /// for steady-load runs such as the memory soak.
+    #[arg(long, default_value_t = 0)]
+    pub rate: u64,
     /// Wait until the relay has drained the backlog, and report its rate.
     #[arg(long)]
     pub drain: bool,
@@ -540,6 +544,7 @@ async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         payload_bytes: args.payload_bytes,
         tenants: args.tenants.max(1),
         pid: args.pid,
+        rate: args.rate,
         drain: args.drain,
         baseline_brokers: args.baseline_brokers,
         baseline_fresh: args.baseline_fresh,

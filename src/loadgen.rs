@@ -29,6 +29,8 @@ pub struct LoadSpec {
     pub tenants: u64,
     /// The sidecar's pid, for RSS and CPU (read from /proc).
     pub pid: Option<u32>,
+    /// Events per second in all, 0 for no limit.
+    pub rate: u64,
     /// Wait for the backlog to drain and time it.
     pub drain: bool,
     /// Also produce the same messages with a plain producer to these brokers.
@@ -177,6 +179,11 @@ pub async fn run(spec: LoadSpec) -> anyhow::Result<LoadReport> {
                     break;
                 }
                 let last = (first + spec.batch as u64).min(spec.events);
+                if spec.rate > 0 {
+                    // Event `first` is due `first / rate` seconds after the start.
+                    let due = Duration::from_secs_f64(first as f64 / spec.rate as f64);
+                    tokio::time::sleep_until((started + due).into()).await;
+                }
                 let events: Vec<String> = (first..last)
                     .map(|n| sample_event_json(&catalog, n, spec.tenants, spec.payload_bytes))
                     .collect();
