@@ -611,7 +611,7 @@ impl Committer {
     fn check_room(&self, group: &mut Group, new_bytes: u64) -> Result<(), StoreError> {
         let free = super::disk::free_bytes(&self.config.dir)
             .map_err(|e| StoreError::Unavailable(format!("cannot read free space: {e}")))?;
-        // Room for what this group writes, several times over: sled appends to a log.
+        // Room for what this group writes, several times over (its records, then sled's log).
         let needed = 4 * (group.bytes_in_group + new_bytes);
         if free < self.config.min_free_bytes + needed {
             return Err(StoreError::DiskFull {

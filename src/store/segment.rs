@@ -157,10 +157,15 @@ pub fn scan(dir: &Path, from: (u64, u64)) -> io::Result<(Vec<ScannedGroup>, u64)
     ids.sort_unstable();
     let mut groups = Vec::new();
     for id in ids {
-        let bytes = std::fs::read(path_of(dir, id))?;
-        let mut at = if id == from.0 { from.1 as usize } else { 0 };
-        while let Some(group) = parse_group(&bytes, at, id) {
-            at = (group.frames.end()) as usize;
+        // Only what lies after `from` is read: a segment file can be large.
+        let start = if id == from.0 { from.1 } else { 0 };
+        let mut file = File::open(path_of(dir, id))?;
+        std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(start))?;
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut file, &mut bytes)?;
+        let mut at = 0;
+        while let Some(group) = parse_group(&bytes, at, id, start) {
+            at = (group.frames.end() - start) as usize;
             groups.push(group);
         }
         if at < bytes.len() {
@@ -171,7 +176,8 @@ pub fn scan(dir: &Path, from: (u64, u64)) -> io::Result<(Vec<ScannedGroup>, u64)
     Ok((groups, 0))
 }
 
-fn parse_group(bytes: &[u8], at: usize, segment: u64) -> Option<ScannedGroup> {
+/// The group at `at` of `bytes`, which were read from offset `base` of segment `segment`.
+fn parse_group(bytes: &[u8], at: usize, segment: u64, base: u64) -> Option<ScannedGroup> {
     let header = bytes.get(at..at.checked_add(GROUP_HEADER as usize)?)?;
     let word = |i: usize| u32::from_le_bytes(header[i..i + 4].try_into().expect("4 bytes"));
     let long = |i: usize| u64::from_le_bytes(header[i..i + 8].try_into().expect("8 bytes"));
@@ -191,7 +197,7 @@ fn parse_group(bytes: &[u8], at: usize, segment: u64) -> Option<ScannedGroup> {
         first_seq: long(4),
         frames: Location {
             segment,
-            offset: start as u64,
+            offset: base + start as u64,
             len: frames.len() as u64,
         },
         lengths,
@@ -363,6 +369,10 @@ mod tests {
         assert_eq!(groups[0].frames.offset, one.offset + GROUP_HEADER);
         let records: Vec<_> = records(&groups[1].bytes, &groups[1].lengths);
         assert_eq!(records, vec![Ok(&b"def"[..])]);
+        // From the middle of a file: only what follows is read, at its true offsets.
+        let (groups, _) = scan(dir.path(), (one.segment, one.end())).unwrap();
+        assert_eq!(groups[0].first_seq, 3);
+        assert_eq!(groups[0].frames.offset, one.end() + GROUP_HEADER);
 
         // From the end of the second group of the first file, on into the next file.
         let (groups, left) = scan(dir.path(), (next.position().0, 0)).unwrap();
