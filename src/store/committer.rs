@@ -439,6 +439,10 @@ impl Committer {
     /// records, dead letters, counters), then the draining one (delivered bits). Returns the
     /// time spent flushing and syncing.
     fn write_group(&mut self, group: &mut Group) -> Result<Duration, String> {
+        if !group.pending.is_empty() {
+            self.roll_segment()
+                .map_err(|e| format!("starting a segment file failed: {e}"))?;
+        }
         self.build_chunks(group);
         for (first, entry) in &group.touched {
             let batch = if entry.generation.id == self.active.generation.id {
@@ -824,6 +828,53 @@ impl Committer {
         Ok(())
     }
 
+    /// Starts a new segment file once the current one is full.
+    fn roll_segment(&mut self) -> std::io::Result<()> {
+        let writer = self
+            .active
+            .writer
+            .as_mut()
+            .expect("the active generation has a writer");
+        if writer.position().1 >= self.config.segment_bytes {
+            *writer = SegmentWriter::create(&self.active.generation.segments_dir())?;
+        }
+        Ok(())
+    }
+
+    /// Deletes the active generation's closed segment files that no undelivered chunk names.
+    /// Chunks leave the index only after their delivery is durable in sled, so nothing
+    /// durable names such a file either.
+    fn drop_delivered_segments(&self) {
+        let generation = &self.active.generation;
+        let Some(writer) = &self.active.writer else {
+            return;
+        };
+        let current = writer.position().0;
+        let used: HashSet<u64> = {
+            let index = self.shared.index.read().expect("index lock");
+            index
+                .chunks
+                .values()
+                .filter(|e| e.generation.id == generation.id)
+                .map(|e| e.location.segment)
+                .collect()
+        };
+        let Ok(ids) = segment::segment_ids(&generation.segments_dir()) else {
+            return;
+        };
+        for id in ids
+            .into_iter()
+            .filter(|id| *id < current && !used.contains(id))
+        {
+            match generation.segments.remove(id) {
+                Ok(()) => tracing::debug!(segment = id, "deleted a delivered segment file"),
+                Err(e) => {
+                    tracing::warn!(segment = id, error = %e, "deleting a segment file failed")
+                }
+            }
+        }
+    }
+
     /// Retires the draining generation once it is empty, and rotates the active one once its
     /// files have grown well beyond the data it holds.
     fn maintain_generations(&mut self, forced: bool) {
@@ -867,6 +918,7 @@ impl Committer {
             return;
         }
         self.last_rotation_check = Instant::now();
+        self.drop_delivered_segments();
         let size = self.active.generation.disk_bytes();
         if size > self.config.rotate_min_bytes
             && size > 2 * self.stats.backlog_bytes + self.config.rotate_min_bytes

@@ -100,6 +100,11 @@ impl Generation {
         Durability::open(&self.dir)
     }
 
+    /// Where this generation keeps its segment files.
+    pub fn segments_dir(&self) -> PathBuf {
+        segments_dir(&self.dir)
+    }
+
     /// Bytes this generation's files take on disk.
     pub fn disk_bytes(&self) -> u64 {
         disk_usage(&self.dir)

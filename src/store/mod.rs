@@ -56,6 +56,9 @@ pub struct StoreConfig {
     pub dedup_max_entries: usize,
     /// The active generation is rotated once its files exceed this and twice the backlog.
     pub rotate_min_bytes: u64,
+    /// A new segment file is started once the current one holds this much, so that files whose
+    /// records are all delivered can be deleted while the generation lives on.
+    pub segment_bytes: u64,
     /// sled is made durable at least this often while only appends come in; appends are
     /// durable in the segment files regardless, and restored from there on open.
     pub checkpoint_every: Duration,
@@ -100,6 +103,7 @@ impl StoreConfig {
             max_disk_bytes: 0,
             dedup_max_entries: 1_000_000,
             rotate_min_bytes: 64 * 1024 * 1024,
+            segment_bytes: 64 * 1024 * 1024,
             checkpoint_every: Duration::from_millis(200),
             rotation_observer: None,
         }

@@ -13,8 +13,9 @@
 //! the groups found there. A group counts only if its header and frames check out; the scan
 //! stops at the first that does not, which can only be a group cut short by a crash (every
 //! acknowledged group was synced before its answer). Every open starts a new segment file, so
-//! such a torn end is never written over or read again. Segment files go with their generation
-//! when it is retired.
+//! such a torn end is never written over or read again. A file is closed at `store.segment_bytes`
+//! (64 MiB) and deleted once every record in it is delivered; the rest go with their generation when it is
+//! retired.
 
 use super::record::RecordError;
 use std::collections::HashMap;
@@ -210,7 +211,7 @@ pub fn path_of(dir: &Path, segment: u64) -> PathBuf {
 }
 
 /// The segment numbers present in `dir`.
-fn segment_ids(dir: &Path) -> io::Result<Vec<u64>> {
+pub fn segment_ids(dir: &Path) -> io::Result<Vec<u64>> {
     let mut ids = Vec::new();
     for entry in std::fs::read_dir(dir)? {
         let name = entry?.file_name();
@@ -296,6 +297,15 @@ impl SegmentReader {
     /// The directory of the segment files.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Deletes segment file `segment` (every record in it is delivered).
+    pub fn remove(&self, segment: u64) -> io::Result<()> {
+        self.files
+            .lock()
+            .expect("segment files lock")
+            .remove(&segment);
+        std::fs::remove_file(path_of(&self.dir, segment))
     }
 
     /// The bytes at `location`. A range beyond the file's end is `UnexpectedEof`.

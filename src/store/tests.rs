@@ -524,3 +524,46 @@ async fn appends_after_the_last_checkpoint_are_restored_from_the_log() {
     assert_eq!(store.stats().backlog_events, 22);
     store.close().await;
 }
+
+/// A generation's log is cut into segment files; one whose records are all delivered is
+/// deleted (disk comes back without a rotation), and one still holding an undelivered record
+/// is kept.
+#[tokio::test]
+async fn delivered_segment_files_are_deleted_and_the_rest_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = StoreConfig::new(dir.path());
+    config.segment_bytes = 32 * 1024;
+    let store = Store::open(config).unwrap();
+    for batch in 0..6 {
+        let events = (0..40)
+            .map(|i| sized("s", &format!("{batch}-{i}"), 1024))
+            .collect();
+        store.append(events).await.unwrap();
+    }
+    let segments = generation::segments_dir(&generation::dir_of(dir.path(), 1));
+    let files = || {
+        let mut ids = segment::segment_ids(&segments).unwrap();
+        ids.sort_unstable();
+        ids
+    };
+    let before = files();
+    assert!(before.len() >= 5, "one file per group: {before:?}");
+    // Deliver everything but one event of the second group: only its file stays.
+    let keep = 41;
+    let all = backlog_seqs(&store);
+    store
+        .confirm(all.iter().copied().filter(|s| *s != keep).collect())
+        .await
+        .unwrap();
+    store.maintain().await.unwrap();
+    let after = files();
+    // The second group's file and the file being written stay.
+    assert_eq!(after, vec![before[1], *before.last().unwrap()]);
+    assert_eq!(backlog_seqs(&store), vec![keep]);
+    let record = store.record(keep).unwrap().unwrap();
+    assert_eq!(record.event_id, "1-0");
+    store.close().await;
+    drop(store);
+    let store = open(dir.path());
+    assert_eq!(backlog_seqs(&store), vec![keep]);
+}
