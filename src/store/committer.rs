@@ -256,7 +256,8 @@ impl Committer {
         let mut active = active;
         recover_log(&mut active, &mut index.chunks)?;
         let mut dedup = DedupIndex::default();
-        for item in tree.scan_prefix([keys::DEDUP]) {
+        let window = active_generation.window();
+        for item in window.iter().chain(tree.scan_prefix([keys::DEDUP])) {
             let (key, value) = item.map_err(read_error)?;
             match dedup::decode_pack(&value) {
                 Ok(groups) => {
@@ -822,8 +823,15 @@ impl Committer {
     /// deletes the packs left without a live group.
     fn sweep_dedup(&mut self, group: &mut Group) -> Result<(), StoreError> {
         let cutoff = now_ms().saturating_sub(self.config.dedup_window.as_millis() as u64);
-        for pack in self.dedup.expire(cutoff, self.config.dedup_max_entries) {
-            group.active.remove(&keys::dedup(pack));
+        let expired = self.dedup.expire(cutoff, self.config.dedup_max_entries);
+        if !expired.is_empty() {
+            let window = self.active.generation.window();
+            for pack in expired {
+                group.active.remove(&keys::dedup(pack));
+                // Made durable with the next flush; if a crash loses it, the expired entries
+                // are read again and expire again.
+                window.remove(keys::dedup(pack)).map_err(read_error)?;
+            }
         }
         Ok(())
     }
@@ -958,7 +966,7 @@ impl Committer {
                 batch.insert(key, value);
             }
         }
-        let packs = self.repack_dedup(&mut batch)?;
+        let packs = self.repack_dedup(&live.generation.window())?;
         let log_start = live.writer.as_ref().map(SegmentWriter::position);
         batch.insert(
             keys::meta(keys::LOG_END),
@@ -994,22 +1002,17 @@ impl Committer {
         Ok(())
     }
 
-    /// Copies the de-duplication groups into `batch` as one pack (one sled blob file: a fresh
-    /// generation then takes about the bytes it holds); returns each group's new pack key.
-    fn repack_dedup(&self, batch: &mut sled::Batch) -> Result<HashMap<u64, u64>, String> {
+    /// Copies the de-duplication groups into `window` (the new generation's window tree) as
+    /// one pack (one sled blob file: a fresh generation then takes about the bytes it holds);
+    /// returns each group's new pack key. The caller's durable batch makes it durable.
+    fn repack_dedup(&self, window: &sled::Tree) -> Result<HashMap<u64, u64>, String> {
         let mut packs = HashMap::new();
         let mut pending: Vec<DedupGroup> = Vec::new();
-        let mut flush = |pending: &mut Vec<DedupGroup>, batch: &mut sled::Batch| {
-            if let Some(first) = pending.first() {
-                let key = first.first_seq();
-                for group in pending.iter() {
-                    packs.insert(group.first_seq(), key);
-                }
-                batch.insert(&keys::dedup(key), dedup::encode_pack(pending));
-                pending.clear();
-            }
-        };
-        for item in self.active.generation.tree().scan_prefix([keys::DEDUP]) {
+        let old_window = self.active.generation.window();
+        for item in old_window
+            .iter()
+            .chain(self.active.generation.tree().scan_prefix([keys::DEDUP]))
+        {
             let (_, value) = item.map_err(|e| e.to_string())?;
             let Ok(groups) = dedup::decode_pack(&value) else {
                 continue;
@@ -1017,7 +1020,16 @@ impl Committer {
             let live_from = self.dedup.live_from();
             pending.extend(groups.into_iter().filter(|g| g.first_seq() >= live_from));
         }
-        flush(&mut pending, batch);
+        pending.sort_by_key(DedupGroup::first_seq);
+        if let Some(first) = pending.first() {
+            let key = first.first_seq();
+            for group in &pending {
+                packs.insert(group.first_seq(), key);
+            }
+            window
+                .insert(keys::dedup(key), dedup::encode_pack(&pending))
+                .map_err(|e| e.to_string())?;
+        }
         Ok(packs)
     }
 

@@ -33,6 +33,10 @@ pub struct Generation {
 struct Handle {
     db: sled::Db,
     tree: sled::Tree,
+    /// The de-duplication window a rotation copied in, as one value: kept apart from the main
+    /// tree so that its leaf is never rewritten by the inserts of later commits (sled rewrites a
+    /// leaf whole, and this value is a blob file of many megabytes).
+    window: sled::Tree,
 }
 
 /// The generation's tree, held open while this lives.
@@ -57,7 +61,8 @@ fn open_handle(dir: &Path, cache_bytes: u64) -> io::Result<Handle> {
             .flush_every_ms(None),
     )?;
     let tree = db.open_tree("outbox").map_err(io::Error::other)?;
-    Ok(Handle { db, tree })
+    let window = db.open_tree(WINDOW_TREE).map_err(io::Error::other)?;
+    Ok(Handle { db, tree, window })
 }
 
 impl Generation {
@@ -81,6 +86,18 @@ impl Generation {
     /// The tree; readers of the generation hold this while they read.
     pub fn tree(&self) -> TreeRef<'_> {
         TreeRef(self.handle.read().expect("generation lock"))
+    }
+
+    /// The tree holding the de-duplication window copied in by a rotation (same keys as the
+    /// main tree's `h` values). Written only by a rotation; its values are deleted as they expire.
+    pub fn window(&self) -> sled::Tree {
+        self.handle
+            .read()
+            .expect("generation lock")
+            .as_ref()
+            .expect("a generation is open between reopens")
+            .window
+            .clone()
     }
 
     /// sled's flush (not an fsync: see [`Durability`]).
@@ -129,6 +146,9 @@ pub fn open_sled(config: sled::Config) -> io::Result<sled::Db> {
         }
     }
 }
+
+/// The name of the tree that [`Generation::window`] opens.
+pub const WINDOW_TREE: &str = "window";
 
 pub fn dir_of(root: &Path, id: u64) -> PathBuf {
     root.join(format!("gen-{id:06}"))

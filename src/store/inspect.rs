@@ -191,7 +191,12 @@ impl Inspector {
                 summary.last_backlog_seq = Some(seq);
             }
         }
-        for item in self.active().scan_prefix([keys::DEDUP]) {
+        let (_, db, _) = self.generations.last().expect("at least one generation");
+        let window = db.open_tree(generation::WINDOW_TREE)?;
+        for item in window
+            .iter()
+            .chain(self.active().scan_prefix([keys::DEDUP]))
+        {
             let value = item?.1;
             summary.dedup_bytes += value.len() as u64;
             if let Ok(groups) = dedup::decode_pack(&value) {
