@@ -1,10 +1,13 @@
 //! The single writer of the store. It takes every queued command at once (a commit group),
-//! appends the group's new records to the active segment file and `fdatasync`s it, then turns
-//! the rest into one atomic sled batch (where the new chunks are, chunk metadata,
-//! de-duplication entries, dead letters, counters), makes the batch durable with one `flush` +
-//! `fdatasync`, and only then answers each command and updates the shared index. Between groups it expires
-//! de-duplication entries and rotates generations. One writer also sidesteps sled's
-//! `flush_async` deadlock with many concurrent callers (sled #1308).
+//! appends the group's new records to the active segment file (the log) and `fdatasync`s it,
+//! then applies the rest to sled as one atomic batch (where the new chunks are, chunk metadata,
+//! de-duplication entries, dead letters, counters, `log_end`), and only then answers each
+//! command and updates the shared index. A group that confirms, parks, replays or purges also
+//! flushes sled and `fdatasync`s it first; appends alone leave that to the checkpointer, and
+//! opening the store restores from the log what sled had not made durable. Between groups it
+//! expires de-duplication entries, deletes delivered segment files and rotates generations.
+//! One writer also sidesteps sled's `flush_async` deadlock with many concurrent callers
+//! (sled #1308).
 
 use super::checkpointer::Checkpointer;
 use super::chunk::{ChunkMeta, CHUNK_TARGET_BYTES};
