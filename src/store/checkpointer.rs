@@ -1,7 +1,7 @@
 //! The checkpointer: a thread that makes sled durable now and then while only appends come in.
 //! An append is durable once its group is in the segment file (the log), so sled's copy of
 //! where the records are can lag; this keeps the lag (what an open must restore from the log)
-//! to about `store.checkpoint_every`. It runs beside the committer, not in it: a sled flush
+//! to about `StoreConfig::checkpoint_every`. It runs beside the committer, not in it: a sled flush
 //! plus `fdatasync` takes several milliseconds, and in the committer every append queued
 //! behind it would wait that long. sled batches are atomic and applied in order, and each
 //! group's records were synced before its batch was applied, so whatever prefix of batches a

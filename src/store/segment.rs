@@ -8,14 +8,14 @@
 //! An append is acknowledged once its group is in the segment file and `fdatasync`ed: the
 //! segment is the write-ahead log. sled is brought up to date in memory with every group but
 //! made durable (a checkpoint) only when something else needs it (a confirmation, a dead
-//! letter) or every `store.checkpoint_every` (200 ms); its `log_end` counter says up to
-//! where the log is reflected. Opening the store [`scan`]s the log after `log_end` and restores
-//! the groups found there. A group counts only if its header and frames check out; the scan
-//! stops at the first that does not, which can only be a group cut short by a crash (every
-//! acknowledged group was synced before its answer). Every open starts a new segment file, so
-//! such a torn end is never written over or read again. A file is closed at `store.segment_bytes`
-//! (64 MiB) and deleted once every record in it is delivered; the rest go with their generation when it is
-//! retired.
+//! letter) or every `StoreConfig::checkpoint_every` (200 ms); its `log_end` counter says up to
+//! where the log is reflected. Opening the store [`scan`]s the log after `log_end` and
+//! restores the groups found there. A group counts only if its header and frames check out;
+//! the scan stops at the first that does not, which can only be a group cut short by a crash
+//! (every acknowledged group was synced before its answer). Every open starts a new segment
+//! file, so such a torn end is never written over or read again. A file is closed at
+//! `StoreConfig::segment_bytes` (64 MiB) and deleted once every record in it is delivered; the
+//! rest go with their generation when it is retired.
 
 use super::record::RecordError;
 use std::collections::HashMap;
@@ -28,8 +28,7 @@ use std::sync::{Arc, Mutex};
 /// Bytes before each record in a segment: its length.
 pub const FRAME_HEADER: u64 = 4;
 /// Bytes of a group header: `[GROUP_MAGIC: u32][first seq: u64][count: u32][frames length:
-/// u64][crc32 of the frames: u32][crc32 of the header before it: u32]`, all LE. The magic is
-/// above any record length, so a header is never mistaken for a frame.
+/// u64][crc32 of the frames: u32][crc32 of the header before it: u32]`, all LE.
 pub const GROUP_HEADER: u64 = 32;
 const GROUP_MAGIC: u32 = 0xFEED_0B0C;
 
