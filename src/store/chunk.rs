@@ -4,10 +4,53 @@
 //! their sizes, the append time and which of them are already delivered. Restart reads only
 //! these. One entry per group instead of one per event keeps sled's work per commit small.
 
+use super::segment::{framed_len, Location};
 use serde::{Deserialize, Serialize};
 
 /// A commit group's records are cut into chunks of about this size.
 pub const CHUNK_TARGET_BYTES: usize = 96 * 1024;
+
+/// A chunk cut from a group's frames: its first sequence number, its records' lengths and
+/// where its frames are.
+pub struct Cut {
+    pub first_seq: u64,
+    pub lengths: Vec<u32>,
+    pub location: Location,
+}
+
+/// Cuts the records of one group, numbered from `first_seq` and framed back to back from
+/// `offset` of segment `segment`, into chunks of about [`CHUNK_TARGET_BYTES`] (at least one
+/// record each). The committer names a new group's chunks with it, and an open names the
+/// groups it restores from the log the same way.
+pub fn cut(first_seq: u64, lengths: &[u32], segment: u64, offset: u64) -> Vec<Cut> {
+    let mut cuts = Vec::new();
+    let (mut first_seq, mut offset) = (first_seq, offset);
+    let mut lengths = lengths.iter().copied().peekable();
+    while lengths.peek().is_some() {
+        let mut size = 0usize;
+        let mut members = Vec::new();
+        while let Some(len) =
+            lengths.next_if(|len| members.is_empty() || size + *len as usize <= CHUNK_TARGET_BYTES)
+        {
+            size += len as usize;
+            members.push(len);
+        }
+        let len: u64 = members.iter().map(|l| framed_len(*l)).sum();
+        let count = members.len() as u64;
+        cuts.push(Cut {
+            first_seq,
+            lengths: members,
+            location: Location {
+                segment,
+                offset,
+                len,
+            },
+        });
+        first_seq += count;
+        offset += len;
+    }
+    cuts
+}
 
 /// What the store keeps about a chunk besides its records.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -49,10 +92,6 @@ impl ChunkMeta {
         Some(u64::from(self.lengths[index]))
     }
 
-    pub fn any_delivered(&self) -> bool {
-        self.delivered.iter().any(|w| *w != 0)
-    }
-
     /// `(events, bytes)` not yet delivered.
     pub fn undelivered(&self) -> (u64, u64) {
         let mut events = 0;
@@ -64,16 +103,6 @@ impl ChunkMeta {
             }
         }
         (events, bytes)
-    }
-
-    /// Adds records at the end (extending the tail chunk of a store).
-    pub fn extend(&mut self, lengths: &[u32]) {
-        self.lengths.extend_from_slice(lengths);
-        self.delivered.resize(self.lengths.len().div_ceil(64), 0);
-    }
-
-    pub fn stored_bytes(&self) -> u64 {
-        self.lengths.iter().map(|l| u64::from(*l)).sum()
     }
 }
 
@@ -90,8 +119,31 @@ mod tests {
         assert_eq!(meta.mark_delivered(70), None);
         assert!(meta.is_delivered(65) && !meta.is_delivered(64));
         assert_eq!(meta.undelivered(), (69, 690));
-        meta.extend(&[1, 2]);
-        assert_eq!(meta.count(), 72);
-        assert_eq!(meta.undelivered(), (71, 693));
+        assert_eq!(meta.count(), 70);
+    }
+
+    #[test]
+    fn a_group_is_cut_into_chunks_of_about_the_target_size() {
+        let big = CHUNK_TARGET_BYTES as u32;
+        let cuts = cut(10, &[40_000, 40_000, 40_000, big + 1, 7], 3, 100);
+        let shape: Vec<_> = cuts
+            .iter()
+            .map(|c| (c.first_seq, c.lengths.clone(), c.location))
+            .collect();
+        let at = |offset, len| Location {
+            segment: 3,
+            offset,
+            len,
+        };
+        assert_eq!(
+            shape,
+            vec![
+                (10, vec![40_000, 40_000], at(100, 80_008)),
+                (12, vec![40_000], at(80_108, 40_004)),
+                (13, vec![big + 1], at(120_112, u64::from(big) + 5)),
+                (14, vec![7], at(120_117 + u64::from(big), 11)),
+            ]
+        );
+        assert!(cut(1, &[], 1, 0).is_empty());
     }
 }

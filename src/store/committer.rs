@@ -10,7 +10,7 @@
 //! (sled #1308).
 
 use super::checkpointer::Checkpointer;
-use super::chunk::{ChunkMeta, CHUNK_TARGET_BYTES};
+use super::chunk::{self, ChunkMeta};
 use super::dedup::{self, fingerprint, DedupGroup, DedupIndex, Fingerprint};
 use super::durable::Durability;
 use super::generation::{self, Generation};
@@ -107,9 +107,7 @@ impl Live {
     /// `writer`: whether records will be appended to it (it is the active generation).
     fn new(generation: Generation, durability: Durability, writer: bool) -> std::io::Result<Live> {
         let writer = match writer {
-            true => Some(SegmentWriter::create(&generation::segments_dir(
-                &generation.dir,
-            ))?),
+            true => Some(SegmentWriter::create(&generation.segments_dir())?),
             false => None,
         };
         Ok(Live {
@@ -791,31 +789,18 @@ impl Committer {
             .as_ref()
             .expect("the active generation has a writer")
             .position();
-        let count = group.pending.len() as u32;
-        let mut records = std::mem::take(&mut group.pending).into_iter().peekable();
-        let mut next_seq = group.pending_first;
+        let records = std::mem::take(&mut group.pending);
+        let lengths: Vec<u32> = records.iter().map(|r| r.len() as u32).collect();
         segment::begin_group(&mut group.frames);
-        while records.peek().is_some() {
-            let offset = end + group.frames.len() as u64;
-            let mut size = 0;
-            let mut lengths = Vec::new();
-            while let Some(r) =
-                records.next_if(|r| lengths.is_empty() || size + r.len() <= CHUNK_TARGET_BYTES)
-            {
-                size += r.len();
-                lengths.push(r.len() as u32);
-                segment::frame_into(&mut group.frames, &r);
-            }
-            let chunk_count = lengths.len() as u64;
-            let location = Location {
-                segment,
-                offset,
-                len: end + group.frames.len() as u64 - offset,
-            };
-            put_chunk(group, next_seq, ChunkMeta::new(now, lengths), location);
-            next_seq += chunk_count;
+        for record in &records {
+            segment::frame_into(&mut group.frames, record);
         }
-        segment::seal_group(&mut group.frames, group.pending_first, count);
+        segment::seal_group(&mut group.frames, group.pending_first, lengths.len() as u32);
+        let frames_at = end + segment::GROUP_HEADER;
+        for cut in chunk::cut(group.pending_first, &lengths, segment, frames_at) {
+            let meta = ChunkMeta::new(now, cut.lengths);
+            put_chunk(group, cut.first_seq, meta, cut.location);
+        }
         let log_end = (segment, end + group.frames.len() as u64);
         group
             .active
@@ -1066,15 +1051,20 @@ impl Committer {
     }
 }
 
-/// Names a chunk of the active generation (new, or the extended tail): where its frames are,
-/// and its metadata.
+/// Names a new chunk of the active generation: where its frames are, and its metadata.
 fn put_chunk(group: &mut Group, first: u64, meta: ChunkMeta, location: Location) {
-    let meta_value = record::encode(&meta);
-    let location_value = location.encode();
-    group.bytes_written += (meta_value.len() + location_value.len()) as u64;
-    group.active.insert(&keys::chunk(first), &location_value);
-    group.active.insert(&keys::chunk_meta(first), meta_value);
+    group.bytes_written += name_chunk(&mut group.active, first, &meta, &location);
     group.written.push((first, meta, location));
+}
+
+/// Writes a chunk's location and metadata into `batch`; returns the bytes written.
+fn name_chunk(batch: &mut sled::Batch, first: u64, meta: &ChunkMeta, location: &Location) -> u64 {
+    let meta_value = record::encode(meta);
+    let location_value = location.encode();
+    let bytes = (meta_value.len() + location_value.len()) as u64;
+    batch.insert(&keys::chunk(first), &location_value);
+    batch.insert(&keys::chunk_meta(first), meta_value);
+    bytes
 }
 
 /// Applies a batch to a generation and makes it durable.
@@ -1113,7 +1103,7 @@ fn recover_log(
         .map_err(read_error)?
         .and_then(|v| keys::decode_log_end(&v))
         .unwrap_or_default();
-    let dir = generation::segments_dir(&active.generation.dir);
+    let dir = active.generation.segments_dir();
     let (groups, torn) =
         segment::scan(&dir, log_end).map_err(|e| unavailable("read the segment files", e))?;
     if torn > 0 {
@@ -1150,42 +1140,28 @@ fn recover_log(
                 ));
             }
         }
-        let mut first = group.first_seq;
-        let mut offset = group.frames.offset;
-        let mut lengths = group.lengths.iter().copied().peekable();
-        while lengths.peek().is_some() {
-            let mut size = 0usize;
-            let mut members = Vec::new();
-            while let Some(len) = lengths
-                .next_if(|len| members.is_empty() || size + *len as usize <= CHUNK_TARGET_BYTES)
-            {
-                size += len as usize;
-                members.push(len);
-            }
-            let len: u64 = members.iter().map(|l| segment::framed_len(*l)).sum();
-            let location = Location {
-                segment: group.frames.segment,
-                offset,
-                len,
-            };
-            let count = members.len() as u64;
-            let appended_ms = match dedup.entries.is_empty() {
-                true => now,
-                false => dedup.appended_ms,
-            };
-            let meta = ChunkMeta::new(appended_ms, members);
-            batch.insert(&keys::chunk(first), &location.encode());
-            batch.insert(&keys::chunk_meta(first), record::encode(&meta));
+        let appended_ms = match dedup.entries.is_empty() {
+            true => now,
+            false => dedup.appended_ms,
+        };
+        let frames = group.frames;
+        for cut in chunk::cut(
+            group.first_seq,
+            &group.lengths,
+            frames.segment,
+            frames.offset,
+        ) {
+            let meta = ChunkMeta::new(appended_ms, cut.lengths);
+            name_chunk(&mut batch, cut.first_seq, &meta, &cut.location);
+            last_seq = cut.first_seq + meta.count() - 1;
             chunks.insert(
-                first,
+                cut.first_seq,
                 ChunkEntry {
                     generation: active.generation.clone(),
                     meta,
-                    location,
+                    location: cut.location,
                 },
             );
-            first += count;
-            offset += len;
         }
         if !dedup.entries.is_empty() {
             batch.insert(
@@ -1194,7 +1170,6 @@ fn recover_log(
             );
         }
         recovered += group.lengths.len() as u64;
-        last_seq = first - 1;
     }
     if recovered > 0 {
         batch.insert(

@@ -296,44 +296,29 @@ fn export_line(seq: u64, stored: Stored, error: Option<String>) -> serde_json::V
 #[doc(hidden)]
 pub fn corrupt_record_for_tests(dir: &Path, seq: u64) -> anyhow::Result<()> {
     let inspector = Inspector::open(dir)?;
-    for (i, (_, _, tree)) in inspector.generations.iter().enumerate() {
-        for item in tree.scan_prefix([keys::CHUNK_META]) {
-            let (key, value) = item?;
-            let first = keys::seq_of(&key);
-            let meta = record::decode::<ChunkMeta>(&value).map_err(|e| anyhow::anyhow!("{e}"))?;
-            if seq < first || seq >= first + meta.count() {
-                continue;
-            }
-            let location = tree
-                .get(keys::chunk(first))?
-                .and_then(|v| Location::decode(&v))
-                .ok_or_else(|| anyhow::anyhow!("chunk {first} has no location"))?;
-            let index = (seq - first) as usize;
-            let before: u64 = meta.lengths[..index]
-                .iter()
-                .map(|len| segment::framed_len(*len))
-                .sum();
-            let offset = location.offset
-                + before
-                + segment::FRAME_HEADER
-                + u64::from(meta.lengths[index]) / 2;
-            let id = inspector.generations[i].0;
-            let path = segment::path_of(
-                &generation::segments_dir(&generation::dir_of(dir, id)),
-                location.segment,
-            );
-            let file = std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(path)?;
-            let mut bytes = [0u8; 2];
-            std::os::unix::fs::FileExt::read_exact_at(&file, &mut bytes, offset)?;
-            bytes[0] ^= 0xff;
-            bytes[1] ^= 0x55;
-            std::os::unix::fs::FileExt::write_all_at(&file, &bytes, offset)?;
-            file.sync_all()?;
-            return Ok(());
+    for (first, meta, location, segments) in inspector.chunks()? {
+        if seq < first || seq >= first + meta.count() {
+            continue;
         }
+        let location = location.ok_or_else(|| anyhow::anyhow!("chunk {first} has no location"))?;
+        let index = (seq - first) as usize;
+        let before: u64 = meta.lengths[..index]
+            .iter()
+            .map(|len| segment::framed_len(*len))
+            .sum();
+        let offset =
+            location.offset + before + segment::FRAME_HEADER + u64::from(meta.lengths[index]) / 2;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(segment::path_of(segments.dir(), location.segment))?;
+        let mut bytes = [0u8; 2];
+        std::os::unix::fs::FileExt::read_exact_at(&file, &mut bytes, offset)?;
+        bytes[0] ^= 0xff;
+        bytes[1] ^= 0x55;
+        std::os::unix::fs::FileExt::write_all_at(&file, &bytes, offset)?;
+        file.sync_all()?;
+        return Ok(());
     }
     anyhow::bail!("record {seq} is not stored")
 }

@@ -230,7 +230,6 @@ pub struct SegmentWriter {
     id: u64,
     file: File,
     end: u64,
-    dirty: bool,
 }
 
 impl SegmentWriter {
@@ -243,12 +242,7 @@ impl SegmentWriter {
             .create_new(true)
             .open(path_of(dir, id))?;
         super::durable::sync_dir(dir)?;
-        Ok(SegmentWriter {
-            id,
-            file,
-            end: 0,
-            dirty: false,
-        })
+        Ok(SegmentWriter { id, file, end: 0 })
     }
 
     /// Where the next appended bytes will be.
@@ -265,17 +259,12 @@ impl SegmentWriter {
             len: bytes.len() as u64,
         };
         self.end += bytes.len() as u64;
-        self.dirty |= !bytes.is_empty();
         Ok(location)
     }
 
-    /// `fdatasync` of what was appended since the last call (nothing to do if nothing was).
-    pub fn sync(&mut self) -> io::Result<()> {
-        if self.dirty {
-            self.file.sync_data()?;
-            self.dirty = false;
-        }
-        Ok(())
+    /// `fdatasync` of what was appended.
+    pub fn sync(&self) -> io::Result<()> {
+        self.file.sync_data()
     }
 }
 
@@ -345,7 +334,7 @@ mod tests {
             records,
             vec![Ok(&b"one"[..]), Ok(&b""[..]), Ok(&b"three"[..])]
         );
-        let short = records_of_short(&frames);
+        let short = super::records(&frames[..frames.len() - 1], &[3, 0, 5]);
         assert!(short[2].is_err() && short[0].is_ok());
         assert!(lengths_of(&frames[..frames.len() - 1]).is_err());
     }
@@ -393,10 +382,6 @@ mod tests {
         next.append(&bad).unwrap();
         let (groups, left) = scan(dir.path(), (next.position().0, 0)).unwrap();
         assert_eq!((groups.len(), left), (1, bad.len() as u64));
-    }
-
-    fn records_of_short(frames: &[u8]) -> Vec<Result<&[u8], RecordError>> {
-        records(&frames[..frames.len() - 1], &[3, 0, 5])
     }
 
     #[test]
