@@ -72,7 +72,7 @@ pub struct StoreSettings {
     pub min_free_bytes: u64,
     /// Appends are refused (503) while the store's files take more than this; 0: no limit.
     pub max_disk_bytes: u64,
-    /// At most this many `source` + `id` pairs are remembered for de-duplication (about 40
+    /// At most this many `source` + `id` pairs are remembered for de-duplication (about 30
     /// bytes of memory each); beyond it the oldest are forgotten before the window ends.
     pub dedup_max_entries: usize,
     /// The store moves to a fresh sled database (generation) once its files exceed this and
