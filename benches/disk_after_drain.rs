@@ -62,7 +62,7 @@ fn main() {
                 break;
             }
             store
-                .confirm(batch.records.iter().map(|(s, _)| *s).collect())
+                .confirm(batch.records.iter().map(|r| r.seq).collect())
                 .await
                 .unwrap();
             peak = peak.max(store.disk_bytes());

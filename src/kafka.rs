@@ -185,13 +185,13 @@ pub fn producer_config(config: &KafkaConfig) -> ClientConfig {
 }
 
 /// The headers of a stored message in librdkafka's form.
-pub fn owned_headers(headers: &[(String, Vec<u8>)]) -> OwnedHeaders {
+pub fn owned_headers<N: AsRef<str>, V: AsRef<[u8]>>(headers: &[(N, V)]) -> OwnedHeaders {
     headers.iter().fold(
         OwnedHeaders::new_with_capacity(headers.len()),
         |all, (name, value)| {
             all.insert(Header {
-                key: name,
-                value: Some(value),
+                key: name.as_ref(),
+                value: Some(value.as_ref()),
             })
         },
     )

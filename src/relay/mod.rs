@@ -18,7 +18,9 @@ use crate::catalog::OUTBOX_PUBLISHED_TYPE;
 use crate::config::{KafkaConfig, RelayConfig};
 use crate::kafka::{classify, create_producer, owned_headers, ErrorClass, Producer};
 use crate::msk_iam::TokenSource;
-use crate::store::{now_ms, Queued, ReadBatch, Record, Store, StoreError};
+use crate::store::{
+    now_ms, Queued, ReadBatch, Record, RecordView, Store, StoreError, StoredRecord,
+};
 use futures::future::{self, Either};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::FutureRecord;
@@ -202,11 +204,12 @@ impl Relay {
         let (max_events, max_bytes) = (self.config.batch_max_events, self.config.batch_max_bytes);
         tokio::task::spawn_blocking(move || {
             store.read_batch(from, max_events, max_bytes, |seq, record| {
+                let message = &record.message;
                 // Most reads hold nothing back: no key pair to build for every record then.
-                skip_paused.contains(&record.message.topic)
+                skip_paused.contains(message.topic)
                     || (!held.is_empty()
                         && held
-                            .get(&(record.message.topic.clone(), record.message.key.clone()))
+                            .get(&(message.topic.to_string(), message.key.to_string()))
                             .is_some_and(|failed| !failed.contains(&seq)))
             })
         })
@@ -273,12 +276,12 @@ impl Relay {
                 _ = self.check_topics(&batch.records) => {}
                 _ = shutdown.changed() => return Flow::Stop,
             }
-            let records: Vec<(u64, Record)> = batch
+            let records: Vec<StoredRecord> = batch
                 .records
                 .into_iter()
-                .filter(|(_, r)| !self.paused.contains_key(&r.message.topic))
+                .filter(|r| !self.paused.contains_key(r.topic()))
                 .collect();
-            let Some(&(last, _)) = records.last() else {
+            let Some(last) = records.last().map(|r| r.seq) else {
                 continue;
             };
             if self.paused.is_empty() && self.held.is_empty() {
@@ -291,27 +294,26 @@ impl Relay {
         }
     }
 
-    /// Produces one batch, waits for every report, then settles each record. librdkafka
-    /// copies what it is given, so each record's payload and headers are let go once produced:
-    /// while the broker is slow or away, a batch in flight holds only what settling needs.
+    /// Produces one batch, waits for every report, then settles each record. Each message
+    /// is read in place from the stored bytes; librdkafka copies what it is given.
     async fn send_batch(
         &mut self,
-        mut records: Vec<(u64, Record)>,
+        records: Vec<StoredRecord>,
         shutdown: &mut watch::Receiver<bool>,
     ) -> Flow {
         let started = std::time::Instant::now();
         let mut pending = Vec::with_capacity(records.len());
-        let mut sizes = Vec::with_capacity(records.len());
-        for (_, record) in &mut records {
-            let waited = self.limiter.wait(record.message.size()).await;
+        for record in &records {
+            let waited = self.limiter.wait(record.size as usize).await;
             self.metrics
                 .limiter_wait_seconds
                 .inc_by(waited.as_secs_f64());
+            let view = record.view();
+            let message = &view.message;
             let future = loop {
-                let message = &record.message;
-                let produce = FutureRecord::to(&message.topic)
-                    .key(&message.key)
-                    .payload(&message.payload)
+                let produce = FutureRecord::to(message.topic)
+                    .key(message.key)
+                    .payload(message.payload)
                     .headers(owned_headers(&message.headers));
                 match self.producer.send_result(produce) {
                     Ok(delivery) => break Either::Left(delivery),
@@ -325,9 +327,6 @@ impl Relay {
                 }
             };
             pending.push(future);
-            sizes.push(record.message.size() as u64);
-            record.message.payload = Vec::new();
-            record.message.headers = Vec::new();
         }
         // In order, one after the other: reports arrive in about that order anyway, and
         // join_all's task per future cost more CPU than the waiting (4 % of the drain).
@@ -349,15 +348,14 @@ impl Relay {
             outcomes = reports => outcomes,
             _ = shutdown.changed() => return Flow::Stop,
         };
-        self.settle(records, &sizes, outcomes, started.elapsed(), shutdown)
+        self.settle(records, outcomes, started.elapsed(), shutdown)
             .await
     }
 
     /// Confirms, parks, pauses or holds each record according to its outcome.
     async fn settle(
         &mut self,
-        records: Vec<(u64, Record)>,
-        sizes: &[u64],
+        records: Vec<StoredRecord>,
         outcomes: Vec<Outcome>,
         took: Duration,
         shutdown: &mut watch::Receiver<bool>,
@@ -365,17 +363,16 @@ impl Relay {
         if self.settle_pending(shutdown).await == Flow::Stop {
             return Flow::Stop;
         }
-        let mut delivered: Vec<(u64, &Record)> = Vec::new();
-        let mut delivered_sizes: Vec<u64> = Vec::new();
-        let next_seq = records.last().map_or(0, |(seq, _)| seq + 1);
+        let mut delivered: Vec<&StoredRecord> = Vec::new();
+        let next_seq = records.last().map_or(0, |r| r.seq + 1);
         let mut retriable = 0usize;
         let mut fatal = false;
-        for (((seq, record), outcome), size) in records.iter().zip(outcomes).zip(sizes) {
-            let pair = || (record.message.topic.clone(), record.message.key.clone());
+        for (record, outcome) in records.iter().zip(outcomes) {
+            let seq = &record.seq;
+            let pair = || (record.topic().to_string(), record.key().to_string());
             let error = match outcome {
                 Outcome::Delivered => {
-                    delivered.push((*seq, record));
-                    delivered_sizes.push(*size);
+                    delivered.push(record);
                     if !self.held.is_empty() {
                         self.release(&pair(), *seq);
                     }
@@ -423,7 +420,7 @@ impl Relay {
         }
         let whole = delivered.len() == records.len();
         if !delivered.is_empty() {
-            let confirmation = self.confirm(&delivered, &delivered_sizes, took);
+            let confirmation = self.confirm(&delivered, took);
             // A batch delivered whole is confirmed while the next one is sent: every message
             // of it is in Kafka, so nothing of the next can overtake one of it. Otherwise
             // the confirmation is awaited before the failed records are looked at again.
@@ -471,15 +468,14 @@ impl Relay {
 
     /// Starts the durable confirmation of delivered records; what is reported about them
     /// (log line, metrics, status, summaries) waits until it is done.
-    /// `sizes`: each delivered message's size as produced (its payload is gone by now).
-    fn confirm(&self, delivered: &[(u64, &Record)], sizes: &[u64], took: Duration) -> Confirmation {
-        let seqs: Vec<u64> = delivered.iter().map(|(seq, _)| *seq).collect();
+    fn confirm(&self, delivered: &[&StoredRecord], took: Duration) -> Confirmation {
+        let seqs: Vec<u64> = delivered.iter().map(|record| record.seq).collect();
         let mut per_topic: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
         let mut oldest_ms = u64::MAX;
-        for ((_, record), size) in delivered.iter().zip(sizes) {
-            let topic = per_topic.entry(&record.message.topic).or_default();
+        for record in delivered {
+            let topic = per_topic.entry(record.topic()).or_default();
             topic.0 += 1;
-            topic.1 += size;
+            topic.1 += record.size;
             oldest_ms = oldest_ms.min(record.appended_ms);
         }
         let per_topic = per_topic
@@ -488,8 +484,10 @@ impl Relay {
             .collect();
         let lag_ms = now_ms().saturating_sub(oldest_ms);
         let summaries = if self.config.publish_summaries {
+            let views: Vec<(u64, RecordView)> =
+                delivered.iter().map(|r| (r.seq, r.view())).collect();
             summary::summaries(
-                delivered,
+                &views,
                 OUTBOX_PUBLISHED_TYPE,
                 &self.config.summary_source,
                 self.config.mode,
@@ -587,12 +585,12 @@ impl Relay {
 
     /// Asks the cluster about topics not seen yet, and pauses those it does not have, so that
     /// a missing topic never holds up the others.
-    async fn check_topics(&mut self, records: &[(u64, Record)]) {
+    async fn check_topics(&mut self, records: &[StoredRecord]) {
         let unseen: BTreeSet<String> = records
             .iter()
-            .map(|(_, r)| &r.message.topic)
+            .map(|r| r.topic())
             .filter(|t| !self.known_topics.contains(*t))
-            .cloned()
+            .map(str::to_string)
             .collect();
         for topic in unseen {
             let producer = self.producer.clone();

@@ -4,7 +4,7 @@
 use crate::catalog::OUTBOX_PUBLISHED_TYPE;
 use crate::event::kafka::{to_message, KafkaMode};
 use crate::event::{CloudEvent, Data};
-use crate::store::{now_ms, Record};
+use crate::store::{now_ms, Record, RecordView};
 use serde_json::json;
 use std::collections::BTreeMap;
 
@@ -21,7 +21,7 @@ struct TenantBatch {
 /// Builds the summary records for the delivered `(seq, record)` pairs. Summaries themselves
 /// are not summarised.
 pub fn summaries(
-    delivered: &[(u64, &Record)],
+    delivered: &[(u64, RecordView)],
     topic: &str,
     source: &str,
     mode: KafkaMode,
@@ -31,18 +31,18 @@ pub fn summaries(
         if record.event_type == OUTBOX_PUBLISHED_TYPE {
             continue;
         }
-        let entry = per_tenant
-            .entry(&record.message.key)
-            .or_insert(TenantBatch {
-                oldest_appended_ms: u64::MAX,
-                ..TenantBatch::default()
-            });
+        let entry = per_tenant.entry(record.message.key).or_insert(TenantBatch {
+            oldest_appended_ms: u64::MAX,
+            ..TenantBatch::default()
+        });
         entry.count += 1;
-        entry.first.get_or_insert((*seq, record.event_id.clone()));
-        entry.last = Some((*seq, record.event_id.clone()));
+        entry
+            .first
+            .get_or_insert((*seq, record.event_id.to_string()));
+        entry.last = Some((*seq, record.event_id.to_string()));
         entry.oldest_appended_ms = entry.oldest_appended_ms.min(record.appended_ms);
-        if !entry.topics.contains(&record.message.topic) {
-            entry.topics.push(record.message.topic.clone());
+        if !entry.topics.iter().any(|t| t == record.message.topic) {
+            entry.topics.push(record.message.topic.to_string());
         }
     }
     let now = now_ms();
@@ -112,10 +112,10 @@ mod tests {
             record("a2", "A", t),
             record("s", "A", OUTBOX_PUBLISHED_TYPE),
         ];
-        let delivered: Vec<(u64, &Record)> = records
+        let delivered: Vec<(u64, RecordView)> = records
             .iter()
             .enumerate()
-            .map(|(i, r)| (i as u64 + 1, r))
+            .map(|(i, r)| (i as u64 + 1, r.view()))
             .collect();
         let out = summaries(
             &delivered,

@@ -19,7 +19,7 @@ mod print_table;
 pub mod record;
 pub mod segment;
 
-pub use record::{DeadLetter, Record, RecordError};
+pub use record::{DeadLetter, MessageView, Record, RecordError, RecordView};
 
 use chunk::ChunkMeta;
 use committer::{Command, Committer, Prepared};
@@ -148,11 +148,63 @@ pub enum StoreError {
 /// A batch read for the relay.
 #[derive(Debug, Default)]
 pub struct ReadBatch {
-    pub records: Vec<(u64, Record)>,
+    pub records: Vec<StoredRecord>,
     /// Records that failed to decode: to be quarantined, never delivered.
     pub corrupt: Vec<(u64, RecordError)>,
     /// Stored bytes of the records read.
     pub bytes: u64,
+}
+
+/// One record of a [`ReadBatch`]: its sequence number and its stored bytes, checked when read
+/// and shared with the other records of its chunk. [`StoredRecord::view`] reads it in place;
+/// what the relay looks at for every record (topic, key, age, size) is kept at hand.
+#[derive(Debug, Clone)]
+pub struct StoredRecord {
+    pub seq: u64,
+    /// When the sidecar accepted the event (ms since the epoch).
+    pub appended_ms: u64,
+    /// The message's size as [`MessageView::size`] counts it.
+    pub size: u64,
+    chunk: Arc<[u8]>,
+    range: std::ops::Range<usize>,
+    topic: std::ops::Range<usize>,
+    key: std::ops::Range<usize>,
+}
+
+impl StoredRecord {
+    fn new(seq: u64, chunk: &Arc<[u8]>, view: &RecordView, raw: &[u8]) -> StoredRecord {
+        let at = |part: &[u8]| {
+            let start = part.as_ptr() as usize - chunk.as_ptr() as usize;
+            start..start + part.len()
+        };
+        StoredRecord {
+            seq,
+            appended_ms: view.appended_ms,
+            size: view.message.size() as u64,
+            chunk: chunk.clone(),
+            range: at(raw),
+            topic: at(view.message.topic.as_bytes()),
+            key: at(view.message.key.as_bytes()),
+        }
+    }
+
+    pub fn topic(&self) -> &str {
+        std::str::from_utf8(&self.chunk[self.topic.clone()]).expect("checked when read")
+    }
+
+    pub fn key(&self) -> &str {
+        std::str::from_utf8(&self.chunk[self.key.clone()]).expect("checked when read")
+    }
+
+    /// The record, borrowing from the stored bytes.
+    pub fn view(&self) -> RecordView<'_> {
+        record::decode_in_place(self.raw()).expect("checked and decoded when it was read")
+    }
+
+    /// The stored bytes (format version, checksum, body).
+    pub fn raw(&self) -> &[u8] {
+        &self.chunk[self.range.clone()]
+    }
 }
 
 /// An undelivered chunk, as the index knows it.
@@ -338,7 +390,7 @@ impl Store {
         from: u64,
         max_events: usize,
         max_bytes: u64,
-        mut skip: impl FnMut(u64, &Record) -> bool,
+        mut skip: impl FnMut(u64, &RecordView) -> bool,
     ) -> Result<ReadBatch, StoreError> {
         let mut batch = ReadBatch::default();
         let mut position = from;
@@ -357,8 +409,8 @@ impl Store {
             if !self.is_indexed(first) {
                 continue;
             }
-            let frames = match entry.generation.segments.read(&entry.location) {
-                Ok(frames) => frames,
+            let frames: Arc<[u8]> = match entry.generation.segments.read(&entry.location) {
+                Ok(frames) => frames.into(),
                 // Delivered (and its generation retired) since the check above.
                 Err(_) if !self.is_indexed(first) => continue,
                 Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
@@ -379,9 +431,9 @@ impl Store {
                         continue;
                     }
                 };
-                match record::decode::<Record>(raw) {
-                    Ok(record) => {
-                        if skip(seq, &record) {
+                match record::decode_in_place::<RecordView>(raw) {
+                    Ok(view) => {
+                        if skip(seq, &view) {
                             continue;
                         }
                         let size = raw.len() as u64;
@@ -391,7 +443,9 @@ impl Store {
                             return Ok(batch);
                         }
                         batch.bytes += size;
-                        batch.records.push((seq, record));
+                        batch
+                            .records
+                            .push(StoredRecord::new(seq, &frames, &view, raw));
                     }
                     Err(error) => batch.corrupt.push((seq, error)),
                 }
@@ -462,11 +516,13 @@ impl Store {
         if let Some((_, error)) = batch.corrupt.iter().find(|(s, _)| *s == seq) {
             return Err(StoreError::Unavailable(format!("corrupt record: {error}")));
         }
-        Ok(batch
+        batch
             .records
-            .into_iter()
-            .find(|(s, _)| *s == seq)
-            .map(|(_, r)| r))
+            .iter()
+            .find(|r| r.seq == seq)
+            .map(|r| record::decode::<Record>(r.raw()))
+            .transpose()
+            .map_err(|e| StoreError::Unavailable(format!("corrupt record: {e}")))
     }
 
     /// Counters as of the last commit.

@@ -25,6 +25,66 @@ pub struct Record {
     pub message: KafkaMessage,
 }
 
+/// A stored record read in place: every string and byte string borrows from the stored
+/// bytes, so the relay decodes a batch without an allocation per field (with owned strings,
+/// decoding and dropping records was about a sixth of the relay's CPU). Same layout as
+/// [`Record`], which bincode writes field by field.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct RecordView<'a> {
+    pub appended_ms: u64,
+    pub event_id: &'a str,
+    pub event_source: &'a str,
+    pub event_type: &'a str,
+    #[serde(borrow)]
+    pub message: MessageView<'a>,
+}
+
+/// The Kafka message of a [`RecordView`].
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct MessageView<'a> {
+    pub topic: &'a str,
+    pub key: &'a str,
+    #[serde(borrow)]
+    pub headers: Vec<(&'a str, &'a [u8])>,
+    pub payload: &'a [u8],
+}
+
+impl MessageView<'_> {
+    /// Bytes on the wire, roughly, as [`KafkaMessage::size`] counts them.
+    pub fn size(&self) -> usize {
+        self.key.len()
+            + self.payload.len()
+            + self
+                .headers
+                .iter()
+                .map(|(k, v)| k.len() + v.len())
+                .sum::<usize>()
+    }
+}
+
+impl Record {
+    /// This record as a view borrowing from it (for code that works on views).
+    pub fn view(&self) -> RecordView<'_> {
+        RecordView {
+            appended_ms: self.appended_ms,
+            event_id: &self.event_id,
+            event_source: &self.event_source,
+            event_type: &self.event_type,
+            message: MessageView {
+                topic: &self.message.topic,
+                key: &self.message.key,
+                headers: self
+                    .message
+                    .headers
+                    .iter()
+                    .map(|(name, value)| (name.as_str(), value.as_slice()))
+                    .collect(),
+                payload: &self.message.payload,
+            },
+        }
+    }
+}
+
 /// A parked record: the raw stored bytes (which may be corrupt) and why it was parked.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeadLetter {
@@ -70,6 +130,11 @@ pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
 
 /// Decodes a value written by [`encode`], checking version, checksum and size.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, RecordError> {
+    decode_in_place(bytes)
+}
+
+/// Like [`decode`], for a value that borrows from `bytes` (a [`RecordView`]).
+pub fn decode_in_place<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, RecordError> {
     if bytes.len() < HEADER_LEN {
         return Err(RecordError::Truncated(bytes.len()));
     }
@@ -119,6 +184,22 @@ mod tests {
             parked_ms: 3,
         };
         assert_eq!(decode::<DeadLetter>(&encode(&dead)).unwrap(), dead);
+    }
+
+    #[test]
+    fn a_view_reads_the_same_fields_in_place() {
+        let mut r = record();
+        r.message
+            .headers
+            .push(("ce_type".into(), vec![0, 159, 146, 150]));
+        let bytes = encode(&r);
+        let view = decode_in_place::<RecordView>(&bytes).unwrap();
+        assert_eq!(view, r.view());
+        assert_eq!(view.message.size(), r.message.size());
+        assert!(matches!(
+            decode_in_place::<RecordView>(&bytes[..bytes.len() - 1]),
+            Err(RecordError::Checksum { .. })
+        ));
     }
 
     #[test]

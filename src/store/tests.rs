@@ -42,7 +42,7 @@ async fn appended_events_survive_reopen_in_order() {
     let ids: Vec<_> = batch
         .records
         .iter()
-        .map(|(_, r)| r.event_id.clone())
+        .map(|r| r.view().event_id.to_string())
         .collect();
     assert_eq!(ids, vec!["1", "2"]);
     assert_eq!(batch.bytes, stats.backlog_bytes);
@@ -210,7 +210,7 @@ async fn read_batch_respects_limits_skip_and_reports_corruption() {
     assert_eq!(batch.records.len(), 5);
     let batch = store.read_batch(8, 100, u64::MAX, |_, _| false).unwrap();
     assert_eq!(
-        batch.records.iter().map(|r| r.0).collect::<Vec<_>>(),
+        batch.records.iter().map(|r| r.seq).collect::<Vec<_>>(),
         vec![8, 9, 10]
     );
     // Flip bytes of record 5 behind the store's back.
@@ -243,7 +243,7 @@ async fn reads_racing_a_growing_tail_chunk_never_repeat_a_record() {
     let mut reads = 0;
     while !writer.is_finished() || reads == 0 {
         let batch = store.read_batch(0, 1000, u64::MAX, |_, _| false).unwrap();
-        let seqs: Vec<u64> = batch.records.iter().map(|(s, _)| *s).collect();
+        let seqs: Vec<u64> = batch.records.iter().map(|r| r.seq).collect();
         let mut sorted = seqs.clone();
         sorted.dedup();
         assert_eq!(seqs, sorted, "a record was read twice in one batch");
@@ -269,7 +269,7 @@ fn backlog_seqs(store: &Store) -> Vec<u64> {
         .unwrap()
         .records
         .iter()
-        .map(|(s, _)| *s)
+        .map(|r| r.seq)
         .collect()
 }
 
