@@ -11,10 +11,6 @@ use edge_outbox::loadgen::sample_event;
 use edge_outbox::store::{record, Record, Store, StoreConfig};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// The binary's allocator (src/main.rs), so that these figures are the binary's.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn sample_record(n: u64) -> Record {
     edge_outbox::loadgen::sample_record(&Catalog::builtin(), n)
 }

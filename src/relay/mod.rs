@@ -223,9 +223,11 @@ impl Relay {
     }
 
     /// Sends batches until nothing sendable is left. While a batch is in flight the next one
-    /// is read from the store (decoding takes about as long as sending); it is used only if
-    /// the batch in flight is delivered whole with nothing paused or held, the one case where
-    /// no older record can still be waiting. Otherwise the store is read again from the start.
+    /// is read from the store (reading takes a good part of the time sending does); it is
+    /// used only if the batch in flight is delivered whole with nothing paused or held, the
+    /// one case where no older record can still be waiting. Otherwise the store is read again
+    /// from the start. The relay reads ahead only after a batch went through whole: while the
+    /// broker is away, a batch read ahead would only sit in memory.
     async fn drain(&mut self, shutdown: &mut watch::Receiver<bool>) -> Flow {
         let mut read_ahead: Option<(u64, ReadTask)> = None;
         loop {
@@ -242,7 +244,7 @@ impl Relay {
                 }
             }
             .expect("the read task does not panic");
-            self.clean_through = None;
+            let streaming = self.clean_through.take().is_some();
             let batch = match read {
                 Ok(batch) => batch,
                 Err(e) => {
@@ -284,7 +286,7 @@ impl Relay {
             let Some(last) = records.last().map(|r| r.seq) else {
                 continue;
             };
-            if self.paused.is_empty() && self.held.is_empty() {
+            if streaming && self.paused.is_empty() && self.held.is_empty() {
                 read_ahead = Some((last + 1, self.read_from(last + 1)));
             }
             match self.send_batch(records, shutdown).await {
