@@ -59,14 +59,22 @@ mod header_bytes {
 impl KafkaMessage {
     /// Bytes on the wire, roughly: key, headers and payload.
     pub fn size(&self) -> usize {
-        self.key.len()
-            + self.payload.len()
-            + self
-                .headers
-                .iter()
-                .map(|(k, v)| k.len() + v.len())
-                .sum::<usize>()
+        wire_size(&self.key, &self.headers, &self.payload)
     }
+}
+
+/// Bytes on the wire, roughly: key, headers and payload.
+pub fn wire_size<N: AsRef<str>, V: AsRef<[u8]>>(
+    key: &str,
+    headers: &[(N, V)],
+    payload: &[u8],
+) -> usize {
+    key.len()
+        + payload.len()
+        + headers
+            .iter()
+            .map(|(name, value)| name.as_ref().len() + value.as_ref().len())
+            .sum::<usize>()
 }
 
 /// Maps an event onto a Kafka message for `topic` with the tenant `key`.

@@ -370,13 +370,13 @@ impl Relay {
         let mut retriable = 0usize;
         let mut fatal = false;
         for (record, outcome) in records.iter().zip(outcomes) {
-            let seq = &record.seq;
+            let seq = record.seq;
             let pair = || (record.topic().to_string(), record.key().to_string());
             let error = match outcome {
                 Outcome::Delivered => {
                     delivered.push(record);
                     if !self.held.is_empty() {
-                        self.release(&pair(), *seq);
+                        self.release(&pair(), seq);
                     }
                     continue;
                 }
@@ -387,11 +387,11 @@ impl Relay {
                 ErrorClass::Permanent => {
                     tracing::warn!(seq, topic = %pair.0, %error, "parking a message the broker refuses");
                     self.note_error("permanent", format!("seq {seq}: {error}"));
-                    match self.store.park(*seq, error.to_string()).await {
+                    match self.store.park(seq, error.to_string()).await {
                         Ok(()) => self.status.lock().expect("lock").dead_lettered += 1,
                         Err(e) => self.note_error("store", e.to_string()),
                     }
-                    self.release(&pair, *seq);
+                    self.release(&pair, seq);
                 }
                 ErrorClass::Configuration => {
                     self.known_topics.remove(&pair.0);
@@ -416,7 +416,7 @@ impl Relay {
                         },
                         format!("seq {seq}: {error}"),
                     );
-                    self.held.entry(pair).or_default().insert(*seq);
+                    self.held.entry(pair).or_default().insert(seq);
                 }
             }
         }

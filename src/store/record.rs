@@ -52,13 +52,7 @@ pub struct MessageView<'a> {
 impl MessageView<'_> {
     /// Bytes on the wire, roughly, as [`KafkaMessage::size`] counts them.
     pub fn size(&self) -> usize {
-        self.key.len()
-            + self.payload.len()
-            + self
-                .headers
-                .iter()
-                .map(|(k, v)| k.len() + v.len())
-                .sum::<usize>()
+        crate::event::kafka::wire_size(self.key, &self.headers, self.payload)
     }
 }
 
