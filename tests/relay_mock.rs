@@ -227,6 +227,51 @@ async fn broker_down_longer_than_the_delivery_timeout_loses_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_the_broker_has_taken_nothing_batches_are_small_probes() {
+    let kafka = broker();
+    kafka.cluster().broker_down(1).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(&kafka.bootstrap_servers(), dir.path());
+    config.kafka.delivery_timeout = Duration::from_millis(500);
+    config.relay.batch_max_events = 32;
+    let sidecar = start(config).await;
+    post_tenants(sidecar.addr(), 4, 16, "probe").await;
+    let status = sidecar.relay_status();
+    wait_for("a failed round", Duration::from_secs(30), || {
+        let status = status.clone();
+        async move { status.lock().unwrap().last_errors.contains_key("retriable") }
+    })
+    .await;
+    assert!(!status.lock().unwrap().broker_confirmed);
+    kafka.cluster().broker_up(1).unwrap();
+    wait_store_drained(sidecar.store(), Duration::from_secs(60)).await;
+    assert!(status.lock().unwrap().broker_confirmed);
+    // The first batch the broker took was a probe of at most 32 / 16 = 2 events; every later
+    // one was a full 32 (or the rest), so the smallest bucket that holds 2 counts exactly one.
+    let text = reqwest::get(format!("http://{}/metrics", sidecar.addr()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let small = text
+        .lines()
+        .find(|l| l.starts_with("edge_outbox_relay_batch_events_bucket{le=\"4.0\"}"))
+        .unwrap_or_else(|| panic!("no batch size bucket in\n{text}"));
+    assert!(small.ends_with(" 1"), "{small}");
+    let topic = vec!["eventzr.integration-hub.whatsapp.message.sent.v1".to_string()];
+    let all = consume_async(
+        &kafka.bootstrap_servers(),
+        &topic,
+        64,
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_in_order(&all, 4, 16);
+    sidecar.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_permanent_produce_error_parks_the_event_and_later_events_flow() {
     let kafka = broker();
     let dir = tempfile::tempdir().unwrap();

@@ -4,6 +4,8 @@
 //! every delivery report and only then removes the delivered records (one durable step).
 //! Two things overlap the sending of a batch: reading the next one, and confirming the
 //! previous one when it was delivered whole (so a kill re-sends at most those two batches).
+//! Until the broker has taken a batch (after the start, or after a round that delivered
+//! nothing) batches are small probes.
 //! Failures are classified: retriable ones keep the event and back off, permanent ones go to
 //! the dead-letter table, configuration errors pause the topic, fatal ones recreate the
 //! producer. A (topic, key) pair with a failed message sends nothing newer until the failed
@@ -46,6 +48,10 @@ pub struct RelayStatus {
     pub paused_topics: BTreeMap<String, String>,
     /// (topic, key) pairs holding back newer events until a failed one is delivered.
     pub held_keys: usize,
+    /// False until a batch goes through after the start or after a round that delivered
+    /// nothing: until then batches are cut to a sixteenth (probes), so that a broker that
+    /// is away holds one small batch in librdkafka's memory rather than a full one.
+    pub broker_confirmed: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -105,6 +111,8 @@ pub struct Relay {
     known_topics: BTreeSet<String>,
     /// Batches in a row that delivered nothing because of retriable errors.
     failed_rounds: u32,
+    /// See [`RelayStatus::broker_confirmed`].
+    broker_confirmed: bool,
     /// Set to the sequence after the last batch when that batch was delivered whole (its
     /// confirmation may still be under way) and nothing is paused or held: no record before
     /// it is left to send.
@@ -113,6 +121,9 @@ pub struct Relay {
     pending: Option<Confirmation>,
     metrics: Arc<crate::metrics::Metrics>,
 }
+
+/// While the broker has not taken a batch, batches are this fraction of the configured size.
+const PROBE_FRACTION: usize = 16;
 
 /// After this many fruitless rounds the producer is recreated: a broker that lost its
 /// idempotence state (a restart without it) can otherwise refuse the old producer id forever.
@@ -147,6 +158,7 @@ impl Relay {
             stuck_events: 0,
             known_topics: BTreeSet::new(),
             failed_rounds: 0,
+            broker_confirmed: false,
             clean_through: None,
             pending: None,
             metrics,
@@ -201,7 +213,12 @@ impl Relay {
         let skip_paused: BTreeSet<String> = self.paused.keys().cloned().collect();
         let held = self.held.clone();
         let store = self.store.clone();
-        let (max_events, max_bytes) = (self.config.batch_max_events, self.config.batch_max_bytes);
+        let (mut max_events, mut max_bytes) =
+            (self.config.batch_max_events, self.config.batch_max_bytes);
+        if !self.broker_confirmed {
+            max_events = (max_events / PROBE_FRACTION).max(1);
+            max_bytes = (max_bytes / PROBE_FRACTION as u64).max(1);
+        }
         tokio::task::spawn_blocking(move || {
             store.read_batch(from, max_events, max_bytes, |seq, record| {
                 let message = &record.message;
@@ -431,6 +448,11 @@ impl Relay {
                 return Flow::Stop;
             }
         }
+        if !delivered.is_empty() {
+            self.broker_confirmed = true;
+        } else if retriable > 0 {
+            self.broker_confirmed = false;
+        }
         self.publish_status();
         self.metrics
             .broker_reachable
@@ -658,6 +680,8 @@ impl Relay {
     }
 
     fn publish_status(&self) {
-        self.status.lock().expect("lock").held_keys = self.held.len();
+        let mut status = self.status.lock().expect("lock");
+        status.held_keys = self.held.len();
+        status.broker_confirmed = self.broker_confirmed;
     }
 }
