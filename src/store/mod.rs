@@ -198,7 +198,7 @@ impl StoredRecord {
 
     /// The record, borrowing from the stored bytes.
     pub fn view(&self) -> RecordView<'_> {
-        record::decode_in_place(self.raw()).expect("checked and decoded when it was read")
+        record::decode_accepted(self.raw()).expect("checked and decoded when it was read")
     }
 
     /// The stored bytes (format version, checksum, body).

@@ -56,9 +56,10 @@ impl MessageView<'_> {
     }
 }
 
+#[cfg(test)]
 impl Record {
-    /// This record as a view borrowing from it (for code that works on views).
-    pub fn view(&self) -> RecordView<'_> {
+    /// This record as a view borrowing from it (for tests of code that works on views).
+    pub(crate) fn view(&self) -> RecordView<'_> {
         RecordView {
             appended_ms: self.appended_ms,
             event_id: &self.event_id,
@@ -141,6 +142,21 @@ pub fn decode_in_place<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, Rec
     if stored != computed {
         return Err(RecordError::Checksum { stored, computed });
     }
+    decode_body(body)
+}
+
+/// Decodes bytes that [`decode_in_place`] has already accepted, without checking version and
+/// checksum again: the relay decodes each record once to read the batch and once more, in
+/// place, to produce it.
+pub fn decode_accepted<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, RecordError> {
+    decode_body(
+        bytes
+            .get(HEADER_LEN..)
+            .ok_or(RecordError::Truncated(bytes.len()))?,
+    )
+}
+
+fn decode_body<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, RecordError> {
     options()
         .deserialize(body)
         .map_err(|e| RecordError::Decode(e.to_string()))
@@ -189,6 +205,7 @@ mod tests {
         let bytes = encode(&r);
         let view = decode_in_place::<RecordView>(&bytes).unwrap();
         assert_eq!(view, r.view());
+        assert_eq!(decode_accepted::<RecordView>(&bytes).unwrap(), view);
         assert_eq!(view.message.size(), r.message.size());
         assert!(matches!(
             decode_in_place::<RecordView>(&bytes[..bytes.len() - 1]),
