@@ -4,6 +4,8 @@
 //! sidecar's RSS and CPU, then how long the relay takes to drain the backlog. Optionally it
 //! produces the same messages with a plain rdkafka producer, as the yardstick for the relay.
 
+mod connection;
+
 use crate::catalog::Catalog;
 use crate::config::KafkaConfig;
 use crate::event::http::{BATCH, STRUCTURED};
@@ -145,9 +147,8 @@ pub async fn run(spec: LoadSpec) -> anyhow::Result<LoadReport> {
         bail!("--clients and --batch must be positive");
     }
     let url = spec.url.trim_end_matches('/').to_string();
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(spec.clients)
-        .build()?;
+    // For status only; the clients' requests go over connections of their own.
+    let client = reqwest::Client::new();
     let before = status(&client, &url)
         .await
         .with_context(|| format!("no sidecar answers at {url}"))?;
@@ -162,8 +163,7 @@ pub async fn run(spec: LoadSpec) -> anyhow::Result<LoadReport> {
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..spec.clients {
-        let (client, url, catalog, next, refused, latencies, spec) = (
-            client.clone(),
+        let (url, catalog, next, refused, latencies, spec) = (
             url.clone(),
             catalog.clone(),
             next.clone(),
@@ -172,6 +172,7 @@ pub async fn run(spec: LoadSpec) -> anyhow::Result<LoadReport> {
             spec.clone(),
         );
         tasks.push(tokio::spawn(async move {
+            let mut connection = connection::Connection::open(&url).await?;
             let mut mine = Vec::new();
             loop {
                 let first = next.fetch_add(spec.batch as u64, Ordering::SeqCst);
@@ -193,14 +194,7 @@ pub async fn run(spec: LoadSpec) -> anyhow::Result<LoadReport> {
                     (BATCH, format!("[{}]", events.join(",")))
                 };
                 let sent = Instant::now();
-                let response = client
-                    .post(format!("{url}/v1/events"))
-                    .header("content-type", content_type)
-                    .body(body)
-                    .send()
-                    .await?;
-                let status = response.status();
-                let _ = response.bytes().await?;
+                let status = connection.post("/v1/events", content_type, body).await?;
                 mine.push(sent.elapsed());
                 if status.as_u16() != 202 {
                     refused.fetch_add(last - first, Ordering::SeqCst);

@@ -63,5 +63,36 @@ async fn bench_reports_ingest_drain_and_both_baselines() {
         assert!(value.is_some_and(|v| v > 0.0), "{field} in {report}");
     }
     assert!(report["latency_ms_p50"].as_f64() <= report["latency_ms_p99"].as_f64());
+
+    // Single-event mode (structured, one event a request) over the same kind of connections.
+    let url = format!("http://{}", sidecar.addr());
+    let output = tokio::task::spawn_blocking(move || {
+        let args = [
+            "bench",
+            "--url",
+            &url,
+            "--clients",
+            "8",
+            "--batch",
+            "1",
+            "--events",
+            "300",
+            "--json",
+        ];
+        cli_stdout(&args, &[])
+    })
+    .await
+    .unwrap();
+    let report: Value = serde_json::from_str(&output).unwrap();
+    assert_eq!(
+        (report["events"].as_u64(), report["refused"].as_u64()),
+        (Some(300), Some(0)),
+        "{report}"
+    );
+    assert_eq!(
+        sidecar.store().stats().next_seq,
+        2301,
+        "300 more events stored once each"
+    );
     sidecar.shutdown().await.unwrap();
 }
