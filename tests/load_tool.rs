@@ -15,28 +15,21 @@ async fn bench_reports_ingest_drain_and_both_baselines() {
     let sidecar = start(test_config(&kafka.bootstrap_servers(), dir.path())).await;
     let url = format!("http://{}", sidecar.addr());
     let brokers = kafka.bootstrap_servers();
-    let output = tokio::task::spawn_blocking(move || {
-        let args = [
-            "bench",
-            "--url",
-            &url,
-            "--clients",
-            "4",
-            "--batch",
-            "10",
-            "--events",
-            "2000",
-            "--drain",
-            "--baseline-brokers",
-            &brokers,
-            "--baseline-fresh",
-            "--json",
-        ];
-        cli_stdout(&args, &[])
-    })
-    .await
-    .unwrap();
-    let report: Value = serde_json::from_str(&output).unwrap();
+    let report = bench(&[
+        "--url",
+        &url,
+        "--clients",
+        "4",
+        "--batch",
+        "10",
+        "--events",
+        "2000",
+        "--drain",
+        "--baseline-brokers",
+        &brokers,
+        "--baseline-fresh",
+    ])
+    .await;
     assert_eq!(report["events"], 2000, "{report}");
     assert_eq!(report["refused"], 0, "{report}");
     let stats = sidecar.store().stats();
@@ -65,25 +58,17 @@ async fn bench_reports_ingest_drain_and_both_baselines() {
     assert!(report["latency_ms_p50"].as_f64() <= report["latency_ms_p99"].as_f64());
 
     // Single-event mode (structured, one event a request) over the same kind of connections.
-    let url = format!("http://{}", sidecar.addr());
-    let output = tokio::task::spawn_blocking(move || {
-        let args = [
-            "bench",
-            "--url",
-            &url,
-            "--clients",
-            "8",
-            "--batch",
-            "1",
-            "--events",
-            "300",
-            "--json",
-        ];
-        cli_stdout(&args, &[])
-    })
-    .await
-    .unwrap();
-    let report: Value = serde_json::from_str(&output).unwrap();
+    let report = bench(&[
+        "--url",
+        &url,
+        "--clients",
+        "8",
+        "--batch",
+        "1",
+        "--events",
+        "300",
+    ])
+    .await;
     assert_eq!(
         (report["events"].as_u64(), report["refused"].as_u64()),
         (Some(300), Some(0)),
@@ -95,4 +80,18 @@ async fn bench_reports_ingest_drain_and_both_baselines() {
         "300 more events stored once each"
     );
     sidecar.shutdown().await.unwrap();
+}
+
+/// Runs `edge-outbox bench ARGS --json` and returns its report.
+async fn bench(args: &[&str]) -> Value {
+    let mut args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    args.insert(0, "bench".into());
+    args.push("--json".into());
+    let output = tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        cli_stdout(&args, &[])
+    })
+    .await
+    .unwrap();
+    serde_json::from_str(&output).unwrap()
 }
