@@ -5,8 +5,8 @@
 //! the shared index. A group that confirms, parks, replays or purges applies its sled writes,
 //! with those of earlier appends still waiting, as one atomic batch and flushes and
 //! `fdatasync`s sled before answering. Appends alone are durable in the log: their sled writes
-//! are gathered (see [`super::writes`]) and applied as one batch when the committer is idle or
-//! every 50 ms, made durable by the checkpointer, and opening the store restores from the log
+//! are gathered (see [`super::writes`]) and applied as one batch 50 ms after the first of
+//! them, made durable by the checkpointer, and opening the store restores from the log
 //! what sled had not made durable. Between groups it expires de-duplication entries, deletes
 //! delivered segment files and rotates generations.
 //! One writer also sidesteps sled's `flush_async` deadlock with many concurrent callers
@@ -26,9 +26,10 @@ use super::{
 };
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::Ordering;
+use std::sync::mpsc::{self, RecvTimeoutError, TryRecvError};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::{oneshot, Notify};
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
@@ -89,8 +90,10 @@ const MAX_GROUP: usize = 4096;
 const REOPEN_AFTER_BYTES: u64 = 16 * 1024 * 1024;
 /// How often the active generation's size is checked for rotation.
 const ROTATION_CHECK_EVERY: Duration = Duration::from_secs(1);
-/// The longest the sled writes of appends wait, gathered, while appends keep coming (see
-/// [`super::writes`]); an idle committer applies them at once.
+/// The sled writes of appends wait, gathered (see [`super::writes`]), until the committer has
+/// nothing queued and they are this old...
+const APPLY_IDLE: Duration = Duration::from_millis(10);
+/// ...or, while commit groups keep coming, until they are this old.
 const APPLY_EVERY: Duration = Duration::from_millis(50);
 
 /// An answer waiting for the commit: called with the commit's outcome.
@@ -328,7 +331,7 @@ impl Committer {
         Ok((committer, shared))
     }
 
-    pub(super) fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>) {
+    pub(super) fn run(mut self, commands: mpsc::Receiver<Command>) {
         let mut checkpointer =
             match Checkpointer::start(self.shared.clone(), self.config.checkpoint_every) {
                 Ok(checkpointer) => Some(checkpointer),
@@ -339,17 +342,31 @@ impl Committer {
                 }
             };
         loop {
-            let first = match commands.try_recv() {
-                Ok(command) => command,
-                Err(mpsc::error::TryRecvError::Disconnected) => break,
-                Err(mpsc::error::TryRecvError::Empty) => {
-                    // Nothing waits: a good moment for the gathered sled writes.
-                    self.apply_deferred_or_break(false);
-                    match commands.blocking_recv() {
-                        Some(command) => command,
-                        None => break,
+            let first = match self.deferred_since {
+                None => match commands.recv() {
+                    Ok(command) => command,
+                    Err(_) => break,
+                },
+                // Gathered sled writes wait. Applied while nothing is queued, they delay no one:
+                // the first moment without commands once they are APPLY_IDLE old applies them
+                // (groups that keep coming apply them at APPLY_EVERY, in `write_group`).
+                Some(since) => match commands.try_recv() {
+                    Ok(command) => command,
+                    Err(TryRecvError::Disconnected) => break,
+                    Err(TryRecvError::Empty) => {
+                        match commands.recv_timeout(APPLY_IDLE.saturating_sub(since.elapsed())) {
+                            Ok(command) => command,
+                            Err(RecvTimeoutError::Timeout) => {
+                                // A failure breaks the store; what was acknowledged is in the log.
+                                if let Err(reason) = self.apply_deferred(false) {
+                                    self.mark_broken(&reason);
+                                }
+                                continue;
+                            }
+                            Err(RecvTimeoutError::Disconnected) => break,
+                        }
                     }
-                }
+                },
             };
             let mut group = vec![first];
             while group.len() < MAX_GROUP {
@@ -379,17 +396,6 @@ impl Committer {
         // The last checkpoint, whatever state the store is in (errors only mean that the next
         // open restores more from the log).
         let _ = self.apply_deferred(true);
-    }
-
-    /// Applies the gathered sled writes (see [`Committer::apply_deferred`]); a failure marks
-    /// the store broken (everything acknowledged is in the log, and restored from it on open).
-    fn apply_deferred_or_break(&mut self, durable: bool) {
-        if self.shared.broken.load(Ordering::SeqCst) {
-            return;
-        }
-        if let Err(reason) = self.apply_deferred(durable) {
-            self.mark_broken(&reason);
-        }
     }
 
     /// Applies the gathered sled writes of appends to the active generation as one batch; with

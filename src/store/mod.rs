@@ -29,9 +29,9 @@ use segment::Location;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{mpsc, Arc, Mutex, RwLock};
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::{oneshot, Notify};
 
 /// The schema version written into new stores (3: records in segment files, chunks of them
 /// named in sled, generations).
@@ -290,7 +290,7 @@ pub type FlushObserver = Arc<dyn Fn(Duration) + Send + Sync>;
 /// A handle to the outbox; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
-    commands: mpsc::UnboundedSender<Command>,
+    commands: mpsc::Sender<Command>,
     shared: Arc<Shared>,
     committer: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
     dir: PathBuf,
@@ -320,7 +320,7 @@ impl Store {
     /// Opens (or creates) the store and starts its committer thread.
     pub fn open(config: StoreConfig) -> Result<Store, StoreError> {
         let (committer, shared) = Committer::open(config.clone())?;
-        let (commands, receiver) = mpsc::unbounded_channel();
+        let (commands, receiver) = mpsc::channel();
         let handle = std::thread::Builder::new()
             .name("outbox-committer".into())
             .spawn(move || committer.run(receiver))

@@ -444,6 +444,39 @@ async fn a_missing_generation_is_an_error_not_an_empty_store() {
     assert!(!generation::dir_of(dir.path(), 1).exists());
 }
 
+/// The sled writes of appends, gathered while they wait (`writes.rs`), reach sled without any
+/// further command: a store left idle after an append has its `log_end` in sled past that
+/// append soon after (so that an open restores little from the log).
+#[tokio::test]
+async fn gathered_sled_writes_are_applied_while_the_store_is_idle() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut config = StoreConfig::new(&data);
+    config.checkpoint_every = Duration::from_millis(20);
+    let store = Store::open(config).unwrap();
+    let log_end_in_sled = |n: u32| {
+        let image = dir.path().join(format!("image-{n}"));
+        copy_tree(&data, &image);
+        let (generation, _) = Generation::open(&image, 1, 1 << 20).unwrap();
+        let value = generation.tree().get(keys::meta(keys::LOG_END)).unwrap();
+        keys::decode_log_end(&value.unwrap()).unwrap()
+    };
+    let before = log_end_in_sled(0);
+    store.append(vec![record("s", "1", "a")]).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut n = 1;
+    while log_end_in_sled(n) == before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "sled never saw the append"
+        );
+        n += 1;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(log_end_in_sled(n + 1) > before);
+    store.close().await;
+}
+
 /// Confirmations that come in while appends keep the committer busy checkpoint the sled writes
 /// of the appends before them, which may still wait gathered (`writes.rs`): a crash image
 /// taken right after the last confirmation opens with exactly the undelivered records and
