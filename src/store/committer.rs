@@ -5,10 +5,11 @@
 //! the shared index. A group that confirms, parks, replays or purges applies its sled writes,
 //! with those of earlier appends still waiting, as one atomic batch and flushes and
 //! `fdatasync`s sled before answering. Appends alone are durable in the log: their sled writes
-//! are gathered (see [`super::writes`]) and applied as one batch 50 ms after the first of
-//! them, made durable by the checkpointer, and opening the store restores from the log
-//! what sled had not made durable. Between groups it expires de-duplication entries, deletes
-//! delivered segment files and rotates generations.
+//! are gathered (see [`super::writes`]) and applied as one batch at the first moment nothing is
+//! queued once they are 10 ms old (after 50 ms while groups keep coming), made durable by the
+//! checkpointer, and opening the store restores from the log what sled had not made durable.
+//! Between groups it expires de-duplication entries, deletes delivered segment files and
+//! rotates generations.
 //! One writer also sidesteps sled's `flush_async` deadlock with many concurrent callers
 //! (sled #1308).
 
@@ -680,11 +681,11 @@ impl Committer {
     fn check_room(&self, group: &mut Group, new_bytes: u64) -> Result<(), StoreError> {
         let free = match group.free_bytes {
             Some(free) => free,
-            None => *group
-                .free_bytes
-                .insert(super::disk::free_bytes(&self.config.dir).map_err(|e| {
-                    StoreError::Unavailable(format!("cannot read free space: {e}"))
-                })?),
+            None => {
+                let free = super::disk::free_bytes(&self.config.dir)
+                    .map_err(|e| StoreError::Unavailable(format!("cannot read free space: {e}")))?;
+                *group.free_bytes.insert(free)
+            }
         };
         // Room for what this group writes, several times over (its records, then sled's log).
         let needed = 4 * (group.bytes_in_group + new_bytes);
