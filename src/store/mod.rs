@@ -1,8 +1,8 @@
 //! The outbox. Appends go through one committer thread that groups concurrent requests, appends
 //! their records to a segment file (the log) and fdatasyncs it, and only then answers (group
 //! commit); where the records are (chunks) and the counters go to sled, made durable by a
-//! checkpoint and restored from the log on open when a crash came first. Reads for the relay go straight to the segment files, guided by the
-//! in-memory chunk index. The store lives in
+//! checkpoint and restored from the log on open when a crash came first. Reads for the relay go
+//! straight to the segment files, guided by the in-memory chunk index. The store lives in
 //! generations (separate sled databases) so that disk space comes back after a drain. The store
 //! knows nothing of HTTP or Kafka: it keeps records, a cursor, dead letters and counters.
 
