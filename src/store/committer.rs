@@ -1329,22 +1329,7 @@ fn refuse(command: Command, reason: String) -> Answer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::kafka::KafkaMessage;
-
-    fn prepared(id: &str) -> Prepared {
-        Prepared::new(&Record {
-            appended_ms: now_ms(),
-            event_id: id.into(),
-            event_source: "s".into(),
-            event_type: "eventzr.integration-hub.sync.started.v1".into(),
-            message: KafkaMessage {
-                topic: "eventzr.integration-hub.sync.started.v1".into(),
-                key: "t".into(),
-                headers: Vec::new(),
-                payload: vec![b'x'; 100],
-            },
-        })
-    }
+    use crate::store::tests::{copy_tree, record};
 
     /// A confirmation that comes while the sled writes of earlier appends still wait
     /// (gathered, not yet applied) makes them durable together with its own, in order: a crash
@@ -1356,7 +1341,10 @@ mod tests {
         let data = dir.path().join("data");
         let (mut committer, _shared) = Committer::open(StoreConfig::new(&data)).unwrap();
         let (reply, mut appended) = oneshot::channel();
-        let events = vec![prepared("1"), prepared("2"), prepared("3")];
+        let events = ["1", "2", "3"]
+            .iter()
+            .map(|id| Prepared::new(&record("s", id, "t")))
+            .collect();
         committer.commit(vec![Command::Append { events, reply }]);
         let seqs: Vec<u64> = appended
             .try_recv()
@@ -1380,7 +1368,7 @@ mod tests {
 
         // A crash now: the image holds what is on disk, and nothing more is written.
         let image = dir.path().join("crash");
-        super::super::tests::copy_tree(&data, &image);
+        copy_tree(&data, &image);
         let store = super::super::Store::open(StoreConfig::new(&image)).unwrap();
         let batch = store.read_batch(0, 10, u64::MAX, |_, _| false).unwrap();
         let left: Vec<u64> = batch.records.iter().map(|r| r.seq).collect();

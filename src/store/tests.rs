@@ -1,7 +1,7 @@
 use super::*;
 use crate::event::kafka::KafkaMessage;
 
-fn record(source: &str, id: &str, tenant: &str) -> Record {
+pub(super) fn record(source: &str, id: &str, tenant: &str) -> Record {
     Record {
         appended_ms: now_ms(),
         event_id: id.into(),
