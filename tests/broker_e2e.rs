@@ -1,12 +1,12 @@
-//! End to end against a real, separately started Kafka-compatible broker (tansu), driving the
+//! End to end against Apache Kafka itself (a separately started KRaft broker), driving the
 //! real `edge-outbox` binary over HTTP: delivery of every catalogue type, order per tenant,
 //! a broker killed and restarted on its storage, the sidecar killed in a loop, a full data
 //! volume, and a corrupted record on disk.
 
 mod common;
 
+use common::kafka::Kafka;
 use common::process::SidecarProcess;
-use common::tansu::Tansu;
 use common::*;
 use edge_outbox::catalog::Catalog;
 use edge_outbox::kafka::murmur2_partition;
@@ -28,10 +28,10 @@ fn config_file(dir: &Path, extra: &str) -> std::path::PathBuf {
     path
 }
 
-/// A tansu broker with `topics` created, and the real sidecar binary against it with the test
+/// An Apache Kafka broker with `topics` created, and the real sidecar binary against it with the test
 /// configuration plus `extra`. Dropping them stops both.
-async fn setup(topics: &[String], extra: &str) -> (Tansu, tempfile::TempDir, SidecarProcess) {
-    let broker = Tansu::start();
+async fn setup(topics: &[String], extra: &str) -> (Kafka, tempfile::TempDir, SidecarProcess) {
+    let broker = Kafka::start();
     if !topics.is_empty() {
         broker.create_topics(topics, PARTITIONS);
     }
@@ -184,10 +184,10 @@ async fn broker_killed_longer_than_the_delivery_timeout_then_restarted_loses_not
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sidecar_killed_twenty_times_loses_no_acknowledged_event() {
-    let broker = Tansu::start();
+    let broker = Kafka::start();
     broker.create_topics(&[common::crash_loop::TOPIC.to_string()], PARTITIONS);
     let report = common::crash_loop::run(&broker.bootstrap(), 20, 6, 50).await;
-    eprintln!("crash loop against tansu: {report:?}");
+    eprintln!("crash loop against Apache Kafka: {report:?}");
     assert_eq!(report.cycles, 20);
 }
 
@@ -238,6 +238,8 @@ async fn create_topics_setting_provisions_the_catalogue_at_start() {
         setup(&[], "[kafka]\ncreate_topics = true\ntopic_partitions = 2\n").await;
     let topic = "eventzr.integration-hub.budget.threshold-reached.v1".to_string();
     post_ok(sidecar.addr(), &event(&topic, "b-1", "tenant-b", 0)).await;
+    // Delivered only once the topic exists; reading before would find no partition to read.
+    sidecar.wait_drained(Duration::from_secs(60)).await;
     let consumed = consume_async(
         &broker.bootstrap(),
         std::slice::from_ref(&topic),
@@ -247,7 +249,7 @@ async fn create_topics_setting_provisions_the_catalogue_at_start() {
     .await;
     assert_eq!(consumed.len(), 1);
     // Running the command again leaves existing topics alone.
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_edge-outbox"))
+    let output = cli()
         .args(["topics", "create", "--brokers", &broker.bootstrap()])
         .output()
         .unwrap();
@@ -287,7 +289,7 @@ impl Drop for SmallVolume {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_volume_answers_503_while_stored_events_drain_and_recovers() {
-    let mut broker = Tansu::start();
+    let mut broker = Kafka::start();
     let topic = "eventzr.integration-hub.sync.completed.v1".to_string();
     broker.create_topics(std::slice::from_ref(&topic), PARTITIONS);
     let dir = tempfile::tempdir().unwrap();
@@ -365,7 +367,7 @@ async fn a_full_volume_answers_503_while_stored_events_drain_and_recovers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_corrupted_record_is_quarantined_and_the_rest_delivered() {
-    let broker = Tansu::start();
+    let broker = Kafka::start();
     let topic = "eventzr.integration-hub.compliance.violation.v1".to_string();
     broker.create_topics(std::slice::from_ref(&topic), PARTITIONS);
     let dir = tempfile::tempdir().unwrap();

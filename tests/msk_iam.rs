@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::tansu::Tansu;
+use common::kafka::Kafka;
 use common::{cli as edge_outbox, event, free_port, get_json, post_ok, stdout_ok, wait_for};
 use edge_outbox::catalog::Catalog;
 use std::process::{Child, Output, Stdio};
@@ -175,7 +175,7 @@ fn connect_names_the_step_that_fails() {
         "{report}"
     );
 
-    let broker = Tansu::start();
+    let broker = Kafka::start();
     let catalog = Catalog::builtin();
     let topics = catalog.topics();
     broker.create_topics(&topics[..30], 1);

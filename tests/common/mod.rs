@@ -205,6 +205,7 @@ pub fn consume(
         .set("auto.offset.reset", "earliest")
         .create()
         .unwrap();
+    let deadline = Instant::now() + timeout;
     let mut assignment = TopicPartitionList::new();
     // (topic, partition) -> (offset to read next, high watermark at the start)
     let mut progress: HashMap<(String, i32), (i64, i64)> = HashMap::new();
@@ -214,9 +215,17 @@ pub fn consume(
             .unwrap();
         for t in metadata.topics() {
             for p in t.partitions() {
-                let (low, high) = consumer
-                    .fetch_watermarks(t.name(), p.id(), Duration::from_secs(10))
-                    .unwrap();
+                // A topic created a moment ago may still be electing its leaders.
+                let (low, high) = loop {
+                    match consumer.fetch_watermarks(t.name(), p.id(), Duration::from_secs(10)) {
+                        Ok(marks) => break marks,
+                        Err(e) if Instant::now() < deadline => {
+                            eprintln!("watermarks of {}/{}: {e}; asking again", t.name(), p.id());
+                            std::thread::sleep(Duration::from_millis(100));
+                        }
+                        Err(e) => panic!("watermarks of {}/{}: {e}", t.name(), p.id()),
+                    }
+                };
                 progress.insert((t.name().to_string(), p.id()), (low, high));
                 assignment
                     .add_partition_offset(t.name(), p.id(), Offset::Beginning)
@@ -226,7 +235,6 @@ pub fn consume(
     }
     consumer.assign(&assignment).unwrap();
     let mut out = Vec::new();
-    let deadline = Instant::now() + timeout;
     let done = |out: &Vec<Consumed>, progress: &HashMap<(String, i32), (i64, i64)>| {
         out.len() >= expected && progress.values().all(|(next, high)| next >= high)
     };
@@ -321,5 +329,5 @@ pub fn stdout_ok(output: std::process::Output) -> String {
 }
 
 pub mod crash_loop;
+pub mod kafka;
 pub mod process;
-pub mod tansu;

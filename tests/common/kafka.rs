@@ -1,0 +1,293 @@
+//! Apache Kafka itself for the end-to-end tests: a KRaft cluster on loopback (one combined
+//! broker+controller, or several for the failover tests) started from the jars that
+//! `scripts/install-test-deps` fetches from Maven Central (`tests/kafka/pom.xml`). Free ports,
+//! data and logs in a temporary directory (kept when a test fails), readiness awaited with a
+//! real metadata request, every node killed on drop.
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::ClientConfig;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The Kafka version `tests/kafka/pom.xml` pins.
+pub const KAFKA_VERSION: &str = "4.1.1";
+
+/// The folder of Kafka's jars: `$KAFKA_LIBS`, else the cache folder install-test-deps fills.
+pub fn libs() -> PathBuf {
+    if let Ok(path) = std::env::var("KAFKA_LIBS") {
+        return PathBuf::from(path);
+    }
+    let home = std::env::var("HOME").unwrap_or_default();
+    let libs = PathBuf::from(home).join(format!(".cache/edge-outbox/kafka-{KAFKA_VERSION}/libs"));
+    assert!(
+        libs.join(format!("kafka_2.13-{KAFKA_VERSION}.jar"))
+            .exists(),
+        "the end-to-end tests need Apache Kafka {KAFKA_VERSION}'s jars in {}: run \
+         scripts/install-test-deps (Maven fetches them from Maven Central)",
+        libs.display()
+    );
+    libs
+}
+
+struct Node {
+    id: u32,
+    port: u16,
+    controller_port: u16,
+    child: Option<Child>,
+}
+
+/// A running Apache Kafka cluster.
+pub struct Kafka {
+    nodes: Vec<Node>,
+    dir: Option<tempfile::TempDir>,
+}
+
+impl Kafka {
+    /// One combined broker and controller: most tests.
+    pub fn start() -> Kafka {
+        Kafka::cluster(1)
+    }
+
+    /// `n` combined brokers and controllers; with 3, topics default to replication 3 and
+    /// `min.insync.replicas=2`, as on MSK.
+    pub fn cluster(n: u32) -> Kafka {
+        let mut kafka = Kafka {
+            nodes: (1..=n)
+                .map(|id| Node {
+                    id,
+                    port: super::free_port(),
+                    controller_port: super::free_port(),
+                    child: None,
+                })
+                .collect(),
+            dir: Some(tempfile::tempdir().unwrap()),
+        };
+        kafka.format();
+        for i in 0..kafka.nodes.len() {
+            kafka.spawn(i);
+        }
+        kafka.await_ready();
+        kafka
+    }
+
+    fn dir(&self) -> PathBuf {
+        self.dir
+            .as_ref()
+            .expect("the directory lives as long as the cluster")
+            .path()
+            .to_path_buf()
+    }
+
+    fn properties_path(&self, id: u32) -> PathBuf {
+        self.dir().join(format!("node-{id}.properties"))
+    }
+
+    fn log_path(&self, id: u32) -> PathBuf {
+        self.dir().join(format!("node-{id}.log"))
+    }
+
+    /// Writes each node's properties and formats its storage with one cluster id.
+    fn format(&self) {
+        let voters: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|n| format!("{}@127.0.0.1:{}", n.id, n.controller_port))
+            .collect();
+        let replication = self.nodes.len().min(3);
+        let min_isr = if replication >= 3 { 2 } else { 1 };
+        std::fs::write(
+            self.dir().join("log4j2.yaml"),
+            "Configuration:\n  Appenders:\n    Console:\n      name: STDOUT\n      PatternLayout:\n        \
+             pattern: \"[%d] %p %m (%c)%n\"\n  Loggers:\n    Root:\n      level: WARN\n      \
+             AppenderRef:\n        - ref: STDOUT\n",
+        )
+        .unwrap();
+        for node in &self.nodes {
+            let properties = format!(
+                "process.roles=broker,controller\n\
+                 node.id={id}\n\
+                 controller.quorum.voters={voters}\n\
+                 listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{cport}\n\
+                 advertised.listeners=PLAINTEXT://127.0.0.1:{port}\n\
+                 controller.listener.names=CONTROLLER\n\
+                 inter.broker.listener.name=PLAINTEXT\n\
+                 listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT\n\
+                 log.dirs={dir}/data-{id}\n\
+                 num.partitions=3\n\
+                 default.replication.factor={replication}\n\
+                 min.insync.replicas={min_isr}\n\
+                 offsets.topic.replication.factor={replication}\n\
+                 transaction.state.log.replication.factor={replication}\n\
+                 transaction.state.log.min.isr={min_isr}\n\
+                 group.initial.rebalance.delay.ms=0\n\
+                 auto.create.topics.enable=false\n\
+                 log.flush.interval.messages=9223372036854775807\n",
+                id = node.id,
+                voters = voters.join(","),
+                port = node.port,
+                cport = node.controller_port,
+                dir = self.dir().display(),
+            );
+            std::fs::write(self.properties_path(node.id), properties).unwrap();
+            let output = Command::new("java")
+                .arg("-cp")
+                .arg(libs().join("*"))
+                .arg(format!(
+                    "-Dlog4j2.configurationFile={}",
+                    self.dir().join("log4j2.yaml").display()
+                ))
+                .args(["kafka.tools.StorageTool", "format", "--ignore-formatted"])
+                .args(["--cluster-id", "ZWRnZS1vdXRib3gtdGVzdA"])
+                .arg("--config")
+                .arg(self.properties_path(node.id))
+                .output()
+                .expect("java runs");
+            assert!(
+                output.status.success(),
+                "formatting Kafka's storage failed: {}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+    }
+
+    fn spawn(&mut self, index: usize) {
+        let id = self.nodes[index].id;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path(id))
+            .unwrap();
+        let child = Command::new("java")
+            .args([
+                "-Xms128m",
+                "-Xmx512m",
+                "-XX:+UseSerialGC",
+                "-XX:TieredStopAtLevel=1",
+            ])
+            .arg(format!(
+                "-Dlog4j2.configurationFile={}",
+                self.dir().join("log4j2.yaml").display()
+            ))
+            .arg("-cp")
+            .arg(libs().join("*"))
+            .arg("kafka.Kafka")
+            .arg(self.properties_path(id))
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("java starts Kafka");
+        self.nodes[index].child = Some(child);
+    }
+
+    /// Waits until every node answers a metadata request and lists every broker.
+    fn await_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        for index in 0..self.nodes.len() {
+            let bootstrap = format!("127.0.0.1:{}", self.nodes[index].port);
+            let consumer: BaseConsumer = ClientConfig::new()
+                .set("bootstrap.servers", &bootstrap)
+                .create()
+                .unwrap();
+            loop {
+                let exited = self.nodes[index]
+                    .child
+                    .as_mut()
+                    .unwrap()
+                    .try_wait()
+                    .unwrap();
+                assert!(
+                    exited.is_none(),
+                    "Kafka node {} exited at start: {exited:?}; see {}",
+                    self.nodes[index].id,
+                    self.log_path(self.nodes[index].id).display()
+                );
+                let ready = consumer
+                    .fetch_metadata(None, Duration::from_secs(1))
+                    .is_ok_and(|m| m.brokers().len() == self.nodes.len());
+                if ready {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "Kafka did not become ready; see {}",
+                    self.log_path(self.nodes[index].id).display()
+                );
+            }
+        }
+    }
+
+    /// The bootstrap list of every node.
+    pub fn bootstrap(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The bootstrap address of one node (by id, from 1).
+    pub fn node_bootstrap(&self, id: u32) -> String {
+        let node = self
+            .nodes
+            .iter()
+            .find(|n| n.id == id)
+            .expect("a node of this cluster");
+        format!("127.0.0.1:{}", node.port)
+    }
+
+    /// SIGKILL every node.
+    pub fn kill(&mut self) {
+        for node in &mut self.nodes {
+            if let Some(mut child) = node.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+
+    /// Starts every node again on the same ports and storage, and waits until it is ready.
+    pub fn restart(&mut self) {
+        self.kill();
+        for i in 0..self.nodes.len() {
+            self.spawn(i);
+        }
+        self.await_ready();
+    }
+
+    /// Creates topics with the sidecar's own `topics create` command.
+    pub fn create_topics(&self, topics: &[String], partitions: u32) {
+        let output = super::cli()
+            .args(["topics", "create", "--brokers", &self.bootstrap()])
+            .args([
+                "--partitions",
+                &partitions.to_string(),
+                "--replication",
+                "-1",
+            ])
+            .args(topics)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "topics create failed: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
+
+impl Drop for Kafka {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            if let Some(dir) = self.dir.take() {
+                eprintln!(
+                    "Kafka's storage and logs kept for inspection in {}",
+                    dir.keep().display()
+                );
+            }
+        }
+    }
+}
