@@ -49,6 +49,9 @@ pub enum Command {
     Serve(ServeArgs),
     /// Run the sidecar with an embedded Kafka-protocol broker (no external service needed).
     Dev(DevArgs),
+    /// Deliver and remove the stores left behind under a node-local root by sidecars that are
+    /// gone (their lock is free): intended as a DaemonSet, also usable by hand.
+    Adopt(AdoptArgs),
     /// List the topic catalogue, or create its topics on a cluster.
     Topics {
         #[command(subcommand)]
@@ -205,6 +208,23 @@ pub struct ServeArgs {
 }
 
 #[derive(Args, Debug)]
+pub struct AdoptArgs {
+    /// Kafka, listen address (status and metrics only) and the rest as for `serve`.
+    #[command(flatten)]
+    pub serve: ServeArgs,
+    /// The node-local folder whose subfolders are per-pod stores.
+    #[arg(long, env = "EDGE_OUTBOX_ADOPT_ROOT")]
+    pub root: PathBuf,
+    /// How often the root is scanned.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub scan_interval: Duration,
+    /// A free lock refreshed more recently than this belongs to a restarting container, not a
+    /// gone pod: its store is left alone.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub min_idle: Duration,
+}
+
+#[derive(Args, Debug)]
 pub struct DevArgs {
     #[command(flatten)]
     pub serve: ServeArgs,
@@ -307,12 +327,16 @@ fn init_logging_quiet() {
         .try_init();
 }
 
-/// Sets up `tracing` on standard error.
+/// Sets up `tracing` on standard error; colours only when it is a terminal (and `NO_COLOR`
+/// is not set), so that a log file or pipe carries no escape codes.
 pub fn init_logging(config: &Config) {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.level));
+    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour)
         .with_writer(std::io::stderr);
     let _ = if config.log.format == "json" {
         builder.json().try_init()
@@ -327,7 +351,27 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => {
             let config = load_config(&source, &args)?;
             init_logging(&config);
-            serve(config).await
+            serve(config, None).await
+        }
+        Command::Adopt(args) => {
+            let config = load_config(&source, &args.serve)?;
+            init_logging(&config);
+            config.validate(true)?;
+            let settings = crate::adopt::AdoptSettings {
+                root: args.root,
+                scan_interval: args.scan_interval,
+                min_idle: args.min_idle,
+            };
+            let (sender, shutdown) = crate::shutdown::channel();
+            let mut signals = Signals::new();
+            let mut adopter = tokio::spawn(crate::adopt::run(config, settings, shutdown));
+            tokio::select! {
+                _ = signals.next() => {
+                    sender.stop();
+                    adopter.await?
+                }
+                result = &mut adopter => result?,
+            }
         }
         Command::Dev(args) => {
             let mut config = load_config(&source, &args.serve)?;
@@ -336,24 +380,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let broker = DevBroker::start(1, &catalog.topics(), args.partitions)
                 .context("starting the embedded Kafka broker")?;
             config.kafka.brokers = broker.bootstrap_servers();
-            // The banner is a convenience: a closed stdout must not stop the sidecar.
-            let mut out = std::io::stdout().lock();
-            let _ = writeln!(
-                out,
-                "edge-outbox dev: embedded Kafka broker at {} ({} topics); ingest at http://{}/v1/events",
+            let banner = format!(
+                "edge-outbox dev: embedded Kafka broker at {} ({} topics); ingest at http://{}/v1/events\n  \
+                 watch events arrive: edge-outbox tail --brokers {}",
                 config.kafka.brokers,
                 catalog.topics().len(),
-                config.listen
-            );
-            let _ = writeln!(
-                out,
-                "  watch events arrive: edge-outbox tail --brokers {}",
+                config.listen,
                 config.kafka.brokers
             );
-            drop(out);
-            serve(config).await?;
+            let result = serve(config, Some(banner)).await;
             drop(broker);
-            Ok(())
+            result
         }
         Command::Topics { action, json } => {
             let mut config = source.load()?;
@@ -558,19 +595,67 @@ async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn serve(config: Config) -> anyhow::Result<()> {
+/// Exit code of `serve` and `dev` when the shutdown left undelivered events in the store.
+pub const EXIT_BACKLOG_LEFT: u8 = 3;
+
+/// A command's wish for a particular exit code, its reason already logged.
+#[derive(Debug, thiserror::Error)]
+#[error("exit code {0}")]
+pub struct Exit(pub u8);
+
+/// Runs the sidecar until SIGTERM or Ctrl-C, then drains it (a second signal cuts the drain
+/// short). `banner` is printed once the sidecar serves.
+async fn serve(config: Config, banner: Option<String>) -> anyhow::Result<()> {
+    let mut signals = Signals::new();
     let sidecar = Sidecar::start(config).await?;
-    shutdown_signal().await;
-    tracing::info!("shutting down: intake stopped, settling in-flight work");
-    sidecar.shutdown().await
+    if let Some(banner) = banner {
+        // A convenience: a closed stdout must not stop the sidecar.
+        let _ = writeln!(std::io::stdout().lock(), "{banner}");
+    }
+    signals.next().await;
+    let report = sidecar.drain(signals.next()).await?;
+    let took_ms = report.took.as_millis() as u64;
+    if report.left.events == 0 {
+        tracing::info!(
+            took_ms,
+            dead_letters = report.left.dead_letters,
+            "drained: every stored event was delivered"
+        );
+        return Ok(());
+    }
+    tracing::error!(
+        reason = ?report.end,
+        took_ms,
+        events_left = report.left.events,
+        bytes_left = report.left.bytes,
+        oldest_age_ms = report.left.oldest_age_ms.unwrap_or(0),
+        per_topic = %report.left.per_topic_text(),
+        "stopped with undelivered events in the store (kept intact; a restart on it, or \
+         `edge-outbox adopt` on a node-local root, delivers them)"
+    );
+    Err(Exit(EXIT_BACKLOG_LEFT).into())
 }
 
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
+/// SIGTERM and SIGINT, registered once, so that a second one during the drain is seen.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> Signals {
+        use tokio::signal::unix::{signal, SignalKind};
+        Signals {
+            term: signal(SignalKind::terminate()).expect("SIGTERM handler"),
+            interrupt: signal(SignalKind::interrupt()).expect("SIGINT handler"),
+        }
+    }
+
+    async fn next(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.interrupt.recv() => {}
+        }
     }
 }
 

@@ -24,7 +24,37 @@ pub struct Config {
     pub relay: RelayConfig,
     pub kafka: KafkaConfig,
     pub readiness: ReadinessConfig,
+    pub shutdown: ShutdownConfig,
     pub log: LogConfig,
+}
+
+/// What SIGTERM (or Ctrl-C) does: the relay delivers the whole backlog at once, batch after
+/// batch, while intake stays open for `intake_grace`; the process exits 0 once the store is
+/// empty, or with exit code 3 when `drain_timeout` passes first (the store is left intact).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ShutdownConfig {
+    /// How long appends are still accepted after the signal (the app beside a classic sidecar
+    /// gets SIGTERM at the same moment and may still post). 0 for a native sidecar, which
+    /// Kubernetes stops only after the app has exited. Later appends get `503`.
+    #[serde(with = "humantime_serde")]
+    pub intake_grace: Duration,
+    /// The drain's deadline, counted from the signal: it must end before Kubernetes' SIGKILL
+    /// (`terminationGracePeriodSeconds`, 30 s by default), with a margin for closing the store.
+    #[serde(with = "humantime_serde")]
+    pub drain_timeout: Duration,
+    /// Drain without the relay's rate limits (`relay.max_*_per_second`).
+    pub drain_unlimited: bool,
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        ShutdownConfig {
+            intake_grace: Duration::from_secs(5),
+            drain_timeout: Duration::from_secs(25),
+            drain_unlimited: false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -336,6 +366,7 @@ impl Default for Config {
             relay: RelayConfig::default(),
             kafka: KafkaConfig::default(),
             readiness: ReadinessConfig::default(),
+            shutdown: ShutdownConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -583,6 +614,12 @@ impl Config {
             return Err(bad(
                 "kafka.topic_replication",
                 "must be -1 (the cluster default) or at least 1",
+            ));
+        }
+        if self.shutdown.intake_grace > self.shutdown.drain_timeout {
+            return Err(bad(
+                "shutdown.intake_grace",
+                "must not be longer than shutdown.drain_timeout (intake would outlive the drain)",
             ));
         }
         if !["text", "json"].contains(&self.log.format.as_str()) {

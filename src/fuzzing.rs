@@ -116,6 +116,9 @@ fn ingest_harness() -> &'static IngestHarness {
             max_backlog_age: std::time::Duration::from_secs(300),
             metrics: crate::metrics::Metrics::new(),
             auth: None,
+            intake: Default::default(),
+            // Never shut down: the sender is dropped at once.
+            shutdown: crate::shutdown::channel().1,
         };
         IngestHarness {
             runtime: tokio::runtime::Builder::new_current_thread()

@@ -1,6 +1,7 @@
 //! edge-outbox: a sidecar that keeps CloudEvents durably in an embedded sled outbox and relays
 //! them to Kafka in rate-limited batches. See DESIGN.md (shared) and README.md.
 
+pub mod adopt;
 pub mod api;
 pub mod catalog;
 pub mod config;
@@ -10,6 +11,7 @@ pub mod kafka;
 pub mod memory;
 pub mod msk_iam;
 pub mod relay;
+pub mod shutdown;
 pub mod sidecar;
 pub mod store;
 

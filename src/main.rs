@@ -10,6 +10,9 @@ fn main() -> std::process::ExitCode {
     match runtime.block_on(edge_outbox::cli::run(cli)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
+            if let Some(exit) = error.downcast_ref::<edge_outbox::cli::Exit>() {
+                return std::process::ExitCode::from(exit.0);
+            }
             eprintln!("edge-outbox: {error:#}");
             std::process::ExitCode::FAILURE
         }

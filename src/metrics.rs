@@ -2,6 +2,7 @@
 //! sidecars side by side). Counters and histograms are fed where things happen (ingest, relay,
 //! committer); gauges that mirror the store are read when `/metrics` is scraped.
 
+use crate::shutdown::Phase;
 use crate::store::{now_ms, Store};
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
@@ -38,6 +39,8 @@ pub struct Metrics {
     pub limiter_wait_seconds: Counter<f64, AtomicU64>,
     pub broker_reachable: Gauge,
     token_refresh_failures: Counter,
+    draining: Gauge,
+    drain_deadline_seconds: Gauge<f64, AtomicU64>,
 }
 
 impl Metrics {
@@ -60,6 +63,8 @@ impl Metrics {
             limiter_wait_seconds: Counter::default(),
             broker_reachable: Gauge::default(),
             token_refresh_failures: Counter::default(),
+            draining: Gauge::default(),
+            drain_deadline_seconds: Gauge::default(),
             registry: Registry::default(),
         };
         let r = &mut m.registry;
@@ -148,6 +153,16 @@ impl Metrics {
             "1 while the last batch was delivered without transient failures",
             m.broker_reachable.clone(),
         );
+        r.register(
+            "edge_outbox_draining",
+            "1 from the shutdown signal on, while the backlog is delivered before exiting",
+            m.draining.clone(),
+        );
+        r.register(
+            "edge_outbox_drain_deadline_seconds",
+            "Seconds left until the drain's deadline (0 while not draining)",
+            m.drain_deadline_seconds.clone(),
+        );
         Arc::new(m)
     }
 
@@ -173,7 +188,24 @@ impl Metrics {
     }
 
     /// The OpenMetrics text of every metric, with the store's gauges read now.
-    pub fn render(&self, store: &Store, auth: Option<&crate::msk_iam::AuthStatus>) -> String {
+    pub fn render(
+        &self,
+        store: &Store,
+        auth: Option<&crate::msk_iam::AuthStatus>,
+        phase: Phase,
+    ) -> String {
+        let (draining, left) = match phase {
+            Phase::Running => (0, 0.0),
+            Phase::Draining { deadline, .. } => (
+                1,
+                deadline
+                    .saturating_duration_since(tokio::time::Instant::now())
+                    .as_secs_f64(),
+            ),
+            Phase::Stopping => (1, 0.0),
+        };
+        self.draining.set(draining);
+        self.drain_deadline_seconds.set(left);
         if let Some(auth) = auth {
             let failures = auth.failures.load(std::sync::atomic::Ordering::Relaxed);
             self.token_refresh_failures

@@ -1,17 +1,21 @@
 //! Wiring: opens the store, starts the relay and the HTTP server from one configuration, and
-//! shuts them down in the right order (stop intake, settle or abandon in-flight produce,
-//! persist the cursor and close the store).
+//! takes them down in order: at a shutdown signal the backlog is drained (intake open for its
+//! grace, then closed; the relay sends until the store is empty or the deadline passes), then
+//! the server stops, the store closes and what is left is reported.
 
-use crate::api::{self, App};
+use crate::api::{self, App, Intake};
 use crate::catalog::Catalog;
-use crate::config::Config;
-use crate::relay::{Relay, StatusHandle};
-use crate::store::Store;
+use crate::config::{Config, ShutdownConfig};
+use crate::relay::{Relay, RelayExit, StatusHandle};
+use crate::shutdown::{self, Shutdown, ShutdownSender};
+use crate::store::{now_ms, Store};
 use anyhow::Context;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
-use tokio::sync::watch;
+use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
 
 /// Creates the missing catalogue topics, retrying while the cluster cannot be reached.
@@ -19,7 +23,7 @@ async fn provision_topics(
     kafka: crate::config::KafkaConfig,
     tokens: Option<Arc<crate::msk_iam::TokenSource>>,
     topics: Vec<String>,
-    mut shutdown: watch::Receiver<bool>,
+    mut shutdown: Shutdown,
 ) {
     loop {
         match crate::kafka::create_topics(
@@ -49,7 +53,7 @@ async fn provision_topics(
         }
         tokio::select! {
             _ = tokio::time::sleep(std::time::Duration::from_secs(10)) => {}
-            _ = shutdown.wait_for(|stop| *stop) => return,
+            _ = shutdown.stopping() => return,
         }
     }
 }
@@ -59,11 +63,88 @@ pub struct Sidecar {
     addr: SocketAddr,
     store: Store,
     relay_status: StatusHandle,
-    shutdown: watch::Sender<bool>,
+    shutdown: ShutdownSender,
+    intake: Arc<Intake>,
+    settings: ShutdownConfig,
     server: JoinHandle<std::io::Result<()>>,
-    relay: JoinHandle<()>,
+    relay: JoinHandle<RelayExit>,
     /// Hands free memory back to the system (see [`crate::memory`]).
     memory: JoinHandle<()>,
+}
+
+/// How a drain at shutdown ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DrainEnd {
+    /// Intake closed and the store emptied.
+    Drained,
+    /// `shutdown.drain_timeout` passed first.
+    DeadlinePassed,
+    /// A second signal stopped it.
+    Interrupted,
+}
+
+/// What was still stored when the sidecar stopped.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Leftover {
+    pub events: u64,
+    pub bytes: u64,
+    pub oldest_age_ms: Option<u64>,
+    /// Events and stored bytes per topic.
+    pub per_topic: BTreeMap<String, (u64, u64)>,
+    pub dead_letters: u64,
+}
+
+impl Leftover {
+    /// Reads the store's backlog, topic by topic, in batches.
+    fn of(store: &Store) -> Leftover {
+        let stats = store.stats();
+        let mut left = Leftover {
+            events: stats.backlog_events,
+            bytes: stats.backlog_bytes,
+            oldest_age_ms: store
+                .oldest_appended_ms()
+                .map(|ms| now_ms().saturating_sub(ms)),
+            per_topic: BTreeMap::new(),
+            dead_letters: stats.dead_letters,
+        };
+        let mut from = 0;
+        while left.events > 0 {
+            let Ok(batch) = store.read_batch(from, 10_000, 64 << 20, |_, _| false) else {
+                break;
+            };
+            let Some(last) = batch.records.last().map(|r| r.seq) else {
+                break;
+            };
+            for record in &batch.records {
+                let topic = left
+                    .per_topic
+                    .entry(record.topic().to_string())
+                    .or_default();
+                topic.0 += 1;
+                topic.1 += record.size;
+            }
+            from = last + 1;
+        }
+        left
+    }
+
+    /// `topic=events/bytes` pairs, for one log line.
+    pub fn per_topic_text(&self) -> String {
+        self.per_topic
+            .iter()
+            .map(|(topic, (events, bytes))| format!("{topic}={events}/{bytes}B"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+/// The end of [`Sidecar::drain`].
+#[derive(Debug, Clone, Serialize)]
+pub struct DrainReport {
+    pub end: DrainEnd,
+    pub took: Duration,
+    pub left: Leftover,
 }
 
 impl Sidecar {
@@ -93,12 +174,15 @@ impl Sidecar {
             config.ingest.max_event_bytes as u64,
             metrics.clone(),
         )
-        .context("creating the Kafka producer")?;
+        .context("creating the Kafka producer")?
+        .unlimited_drain(config.shutdown.drain_unlimited);
         let relay_status = relay.status();
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("listening on {}", config.listen))?;
         let addr = listener.local_addr()?;
+        let (shutdown, watcher) = shutdown::channel();
+        let intake = Arc::new(Intake::default());
         let app = Arc::new(App {
             store: store.clone(),
             catalog,
@@ -110,14 +194,13 @@ impl Sidecar {
             max_backlog_age: config.readiness.max_backlog_age,
             metrics,
             auth: config.kafka.security.uses_msk_iam().then_some(auth),
+            intake: intake.clone(),
+            shutdown: watcher.clone(),
         });
-        let (shutdown, watcher) = watch::channel(false);
         let mut server_watch = watcher.clone();
         let server = tokio::spawn(async move {
             axum::serve(listener, api::router(app))
-                .with_graceful_shutdown(async move {
-                    let _ = server_watch.wait_for(|stop| *stop).await;
-                })
+                .with_graceful_shutdown(async move { server_watch.stopping().await })
                 .await
         });
         if config.kafka.create_topics {
@@ -136,6 +219,8 @@ impl Sidecar {
             store,
             relay_status,
             shutdown,
+            intake,
+            settings: config.shutdown.clone(),
             server,
             relay,
             memory,
@@ -155,15 +240,83 @@ impl Sidecar {
         self.relay_status.clone()
     }
 
-    /// Graceful shutdown: stop intake and answer requests in progress, stop the relay, close
-    /// the store.
+    /// Stops at once: requests in progress are answered, in-flight produce is abandoned (its
+    /// records stay stored and are sent again on the next start), the store is closed.
     pub async fn shutdown(self) -> anyhow::Result<()> {
-        let _ = self.shutdown.send(true);
+        self.shutdown.stop();
+        self.close().await.map(|_| ())
+    }
+
+    /// The shutdown of a pod: delivers the whole backlog before stopping. Readiness fails at
+    /// once; appends are still taken for `shutdown.intake_grace`, then refused with `503`; the
+    /// relay sends batch after batch until the store is empty, `shutdown.drain_timeout` passes
+    /// or `interrupt` resolves (a second signal). The store is left consistent in every case.
+    pub async fn drain(
+        mut self,
+        interrupt: impl Future<Output = ()>,
+    ) -> anyhow::Result<DrainReport> {
+        let started = tokio::time::Instant::now();
+        let deadline = started + self.settings.drain_timeout;
+        self.shutdown.drain(deadline);
+        let stats = self.store.stats();
+        tracing::info!(
+            backlog_events = stats.backlog_events,
+            backlog_bytes = stats.backlog_bytes,
+            intake_grace_ms = self.settings.intake_grace.as_millis() as u64,
+            drain_timeout_ms = self.settings.drain_timeout.as_millis() as u64,
+            "shutting down: delivering the backlog before exiting"
+        );
+        tokio::pin!(interrupt);
+        let mut end = None;
+        tokio::select! {
+            _ = tokio::time::sleep(self.settings.intake_grace) => {}
+            _ = &mut interrupt => end = Some(DrainEnd::Interrupted),
+        }
+        if end.is_none() {
+            tokio::select! {
+                _ = self.intake.close() => self.shutdown.intake_closed(),
+                _ = tokio::time::sleep_until(deadline) => end = Some(DrainEnd::DeadlinePassed),
+                _ = &mut interrupt => end = Some(DrainEnd::Interrupted),
+            }
+        }
+        let mut relay_done = false;
+        if end.is_none() {
+            end = Some(tokio::select! {
+                _ = &mut self.relay => {
+                    relay_done = true;
+                    DrainEnd::Drained
+                }
+                _ = tokio::time::sleep_until(deadline) => DrainEnd::DeadlinePassed,
+                _ = &mut interrupt => DrainEnd::Interrupted,
+            });
+        }
+        self.shutdown.stop();
+        if relay_done {
+            self.relay = tokio::spawn(async { RelayExit::Drained });
+        }
+        let left = self.close().await?;
+        let end = match end.expect("set above") {
+            // The relay said so, but the store has the last word.
+            DrainEnd::Drained if left.events > 0 => DrainEnd::DeadlinePassed,
+            end => end,
+        };
+        Ok(DrainReport {
+            end,
+            took: started.elapsed(),
+            left,
+        })
+    }
+
+    /// With the phase at `Stopping`: waits for the server and the relay, reads what is left
+    /// and closes the store.
+    async fn close(self) -> anyhow::Result<Leftover> {
         self.server.await??;
         self.relay.await?;
         self.memory.abort();
+        let store = self.store.clone();
+        let left = tokio::task::spawn_blocking(move || Leftover::of(&store)).await?;
         self.store.close().await;
         tracing::info!("edge-outbox stopped");
-        Ok(())
+        Ok(left)
     }
 }

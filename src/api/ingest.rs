@@ -126,6 +126,9 @@ async fn ingest(app: &App, headers: &HeaderMap, body: Body) -> Result<Accepted, 
             message,
         });
     }
+    let Some(_open) = app.intake.enter().await else {
+        return Err(super::shutting_down(app.retry_after_secs));
+    };
     let answers = app
         .store
         .append(records)

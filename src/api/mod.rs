@@ -9,6 +9,7 @@ use crate::catalog::Catalog;
 use crate::config::IngestConfig;
 use crate::event::kafka::KafkaMode;
 use crate::relay::StatusHandle;
+use crate::shutdown::{Phase, Shutdown};
 use crate::store::{now_ms, record, Record, Store, StoreError};
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::StatusCode;
@@ -35,6 +36,52 @@ pub struct App {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// MSK IAM token signing, when the cluster uses it.
     pub auth: Option<Arc<crate::msk_iam::AuthStatus>>,
+    /// Appends pass through it; closed at the end of the drain's intake grace.
+    pub intake: Arc<Intake>,
+    pub shutdown: Shutdown,
+}
+
+/// The gate in front of the store's appends (ingest and replay). Closing it waits for the
+/// appends already past it, so that once it is closed nothing more can enter the store.
+#[derive(Debug)]
+pub struct Intake {
+    open: tokio::sync::RwLock<bool>,
+}
+
+impl Default for Intake {
+    fn default() -> Self {
+        Intake {
+            open: tokio::sync::RwLock::new(true),
+        }
+    }
+}
+
+impl Intake {
+    /// A pass for one append, held until it is answered; `None` once closed.
+    pub async fn enter(&self) -> Option<tokio::sync::RwLockReadGuard<'_, bool>> {
+        let open = self.open.read().await;
+        (*open).then_some(open)
+    }
+
+    /// Closes the gate once every append that entered it is answered.
+    pub async fn close(&self) {
+        *self.open.write().await = false;
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.open.try_read().map(|open| *open).unwrap_or(true)
+    }
+}
+
+/// `503` for an append after the intake grace of a shutdown.
+fn shutting_down(retry_after_secs: u64) -> Problem {
+    Problem::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "shutting-down",
+        "Shutting down",
+        "the sidecar is shutting down and takes no new events; send them to its successor",
+    )
+    .retry_after(retry_after_secs)
 }
 
 pub fn router(app: Arc<App>) -> Router {
@@ -61,6 +108,9 @@ fn oldest_age_ms(store: &Store) -> Option<u64> {
 
 async fn readyz(State(app): State<Arc<App>>) -> Response {
     let mut reasons = Vec::new();
+    if app.shutdown.is_shutting_down() {
+        reasons.push("shutting down: draining the backlog".to_string());
+    }
     if let Some(reason) = app.store.broken() {
         reasons.push(format!("store not writable: {reason}"));
     }
@@ -98,6 +148,7 @@ async fn status(State(app): State<Arc<App>>) -> Response {
         "disk_bytes": app.store.recent_disk_bytes(),
         "writable": app.store.broken().is_none(),
         "relay": relay,
+        "shutdown": shutdown_json(&app),
         "auth": app.auth.as_ref().map(|a| json!({
             "mechanism": "aws_msk_iam",
             "token_refreshes": a.refreshes.load(std::sync::atomic::Ordering::Relaxed),
@@ -109,13 +160,37 @@ async fn status(State(app): State<Arc<App>>) -> Response {
     .into_response()
 }
 
+/// The shutdown phase for `/v1/status`: null while running.
+fn shutdown_json(app: &App) -> serde_json::Value {
+    match app.shutdown.phase() {
+        Phase::Running => serde_json::Value::Null,
+        Phase::Draining {
+            deadline,
+            intake_closed,
+        } => {
+            let stats = app.store.stats();
+            json!({
+                "phase": "draining",
+                "intake_open": !intake_closed && app.intake.is_open(),
+                "deadline_in_ms": deadline
+                    .saturating_duration_since(tokio::time::Instant::now())
+                    .as_millis() as u64,
+                "events_left": stats.backlog_events,
+                "bytes_left": stats.backlog_bytes,
+            })
+        }
+        Phase::Stopping => json!({"phase": "stopping"}),
+    }
+}
+
 async fn metrics(State(app): State<Arc<App>>) -> Response {
     (
         [(
             axum::http::header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        app.metrics.render(&app.store, app.auth.as_deref()),
+        app.metrics
+            .render(&app.store, app.auth.as_deref(), app.shutdown.phase()),
     )
         .into_response()
 }
@@ -168,6 +243,9 @@ async fn dlq_show(State(app): State<Arc<App>>, Path(seq): Path<u64>) -> Response
 }
 
 async fn dlq_replay(State(app): State<Arc<App>>, Path(seq): Path<u64>) -> Response {
+    let Some(_open) = app.intake.enter().await else {
+        return shutting_down(app.retry_after_secs).into_response();
+    };
     match app.store.replay(seq).await {
         Ok(new_seq) => (
             StatusCode::ACCEPTED,

@@ -76,7 +76,9 @@ impl From<crate::store::StoreError> for Problem {
             StoreError::BacklogFull { .. } => ("backlog-full", "Backlog full"),
             StoreError::DiskFull { .. } => ("disk-full", "Data volume nearly full"),
             StoreError::DiskLimit { .. } => ("disk-limit", "Store disk limit reached"),
-            StoreError::Unavailable(_) => ("store-unavailable", "Store unavailable"),
+            StoreError::Unavailable(_) | StoreError::Locked(_) => {
+                ("store-unavailable", "Store unavailable")
+            }
         };
         Problem::new(StatusCode::SERVICE_UNAVAILABLE, slug, title, e.to_string())
     }

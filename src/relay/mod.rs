@@ -20,6 +20,7 @@ use crate::catalog::OUTBOX_PUBLISHED_TYPE;
 use crate::config::{KafkaConfig, RelayConfig};
 use crate::kafka::{classify, create_producer, owned_headers, ErrorClass, Producer};
 use crate::msk_iam::TokenSource;
+use crate::shutdown::{Phase, Shutdown};
 use crate::store::{
     now_ms, Queued, ReadBatch, Record, RecordView, Store, StoreError, StoredRecord,
 };
@@ -30,7 +31,6 @@ use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::watch;
 use tokio::time::Instant;
 
 /// What the relay reports about itself (for `/v1/status` and logs).
@@ -84,6 +84,15 @@ struct Confirmation {
 /// A batch being read on a blocking thread.
 type ReadTask = tokio::task::JoinHandle<Result<ReadBatch, StoreError>>;
 
+/// How [`Relay::run`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RelayExit {
+    /// Draining with intake closed, the store became empty.
+    Drained,
+    /// Told to stop; what was not delivered stays stored.
+    Stopped,
+}
+
 /// Whether the relay should go on.
 #[derive(Debug, PartialEq, Eq)]
 enum Flow {
@@ -120,6 +129,8 @@ pub struct Relay {
     /// The confirmation of the last batch, while the next one is sent.
     pending: Option<Confirmation>,
     metrics: Arc<crate::metrics::Metrics>,
+    /// Skip the rate limiter while draining (`shutdown.drain_unlimited`).
+    unlimited_drain: bool,
 }
 
 /// While the broker has not taken a batch, batches are this fraction of the configured size.
@@ -162,34 +173,74 @@ impl Relay {
             clean_through: None,
             pending: None,
             metrics,
+            unlimited_drain: false,
         })
+    }
+
+    /// Lets the drain at shutdown go without the rate limits.
+    pub fn unlimited_drain(mut self, unlimited: bool) -> Relay {
+        self.unlimited_drain = unlimited;
+        self
     }
 
     pub fn status(&self) -> StatusHandle {
         self.status.clone()
     }
 
-    /// Runs until `shutdown` turns true. In-flight deliveries are abandoned at shutdown; their
-    /// records stay in the store and are sent again after the restart.
-    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+    /// Sends every `flush_interval` (or as soon as a full batch waits) until the shutdown
+    /// phase moves on. While draining it sends at once, whenever anything is stored, and ends
+    /// once intake is closed and the store is empty. When stopping, in-flight deliveries are
+    /// abandoned: their records stay in the store and are sent again after the restart.
+    pub async fn run(mut self, mut shutdown: Shutdown) -> RelayExit {
         let mut next_flush = Instant::now() + self.config.flush_interval;
         loop {
             loop {
-                if *shutdown.borrow() {
-                    return self.finish().await;
-                }
-                if self.full_batch_waiting() {
-                    break;
-                }
-                tokio::select! {
-                    _ = tokio::time::sleep_until(next_flush) => break,
-                    _ = self.store.appended() => continue,
-                    _ = shutdown.changed() => continue,
+                match shutdown.phase() {
+                    Phase::Stopping => {
+                        self.finish().await;
+                        return RelayExit::Stopped;
+                    }
+                    Phase::Draining { intake_closed, .. } => {
+                        let backlog = self.store.stats().backlog_events;
+                        if backlog == 0 && intake_closed && self.pending.is_none() {
+                            self.finish().await;
+                            return RelayExit::Drained;
+                        }
+                        if backlog > self.stuck_events {
+                            break;
+                        }
+                        // Only paused topics are left: look again when a pause ends.
+                        let retry = self
+                            .paused
+                            .values()
+                            .min()
+                            .copied()
+                            .unwrap_or_else(|| Instant::now() + self.config.pause_retry);
+                        tokio::select! {
+                            _ = tokio::time::sleep_until(retry) => {
+                                self.stuck_events = 0;
+                                break;
+                            }
+                            _ = self.store.appended() => continue,
+                            _ = shutdown.changed() => continue,
+                        }
+                    }
+                    Phase::Running => {
+                        if self.full_batch_waiting() {
+                            break;
+                        }
+                        tokio::select! {
+                            _ = tokio::time::sleep_until(next_flush) => break,
+                            _ = self.store.appended() => continue,
+                            _ = shutdown.changed() => continue,
+                        }
+                    }
                 }
             }
             next_flush = Instant::now() + self.config.flush_interval;
             if self.drain(&mut shutdown).await == Flow::Stop {
-                return self.finish().await;
+                self.finish().await;
+                return RelayExit::Stopped;
             }
         }
     }
@@ -245,7 +296,7 @@ impl Relay {
     /// one case where no older record can still be waiting. Otherwise the store is read again
     /// from the start. The relay reads ahead only after a batch went through whole: while the
     /// broker is away, a batch read ahead would only sit in memory.
-    async fn drain(&mut self, shutdown: &mut watch::Receiver<bool>) -> Flow {
+    async fn drain(&mut self, shutdown: &mut Shutdown) -> Flow {
         let mut read_ahead: Option<(u64, ReadTask)> = None;
         loop {
             let now = Instant::now();
@@ -293,7 +344,7 @@ impl Relay {
             }
             tokio::select! {
                 _ = self.check_topics(&batch.records) => {}
-                _ = shutdown.changed() => return Flow::Stop,
+                _ = shutdown.stopping() => return Flow::Stop,
             }
             let records: Vec<StoredRecord> = batch
                 .records
@@ -315,18 +366,17 @@ impl Relay {
 
     /// Produces one batch, waits for every report, then settles each record. Each message
     /// is read in place from the stored bytes; librdkafka copies what it is given.
-    async fn send_batch(
-        &mut self,
-        records: Vec<StoredRecord>,
-        shutdown: &mut watch::Receiver<bool>,
-    ) -> Flow {
+    async fn send_batch(&mut self, records: Vec<StoredRecord>, shutdown: &mut Shutdown) -> Flow {
         let started = std::time::Instant::now();
         let mut pending = Vec::with_capacity(records.len());
+        let limited = !(self.unlimited_drain && shutdown.is_shutting_down());
         for record in &records {
-            let waited = self.limiter.wait(record.size as usize).await;
-            self.metrics
-                .limiter_wait_seconds
-                .inc_by(waited.as_secs_f64());
+            if limited {
+                let waited = self.limiter.wait(record.size as usize).await;
+                self.metrics
+                    .limiter_wait_seconds
+                    .inc_by(waited.as_secs_f64());
+            }
             let view = record.view();
             let message = &view.message;
             let future = loop {
@@ -339,7 +389,7 @@ impl Relay {
                     Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
                         tokio::select! {
                             _ = tokio::time::sleep(Duration::from_millis(5)) => continue,
-                            _ = shutdown.changed() => return Flow::Stop,
+                            _ = shutdown.stopping() => return Flow::Stop,
                         }
                     }
                     Err((error, _)) => break Either::Right(future::ready(error)),
@@ -365,7 +415,7 @@ impl Relay {
         };
         let outcomes = tokio::select! {
             outcomes = reports => outcomes,
-            _ = shutdown.changed() => return Flow::Stop,
+            _ = shutdown.stopping() => return Flow::Stop,
         };
         self.settle(records, outcomes, started.elapsed(), shutdown)
             .await
@@ -377,7 +427,7 @@ impl Relay {
         records: Vec<StoredRecord>,
         outcomes: Vec<Outcome>,
         took: Duration,
-        shutdown: &mut watch::Receiver<bool>,
+        shutdown: &mut Shutdown,
     ) -> Flow {
         if self.settle_pending(shutdown).await == Flow::Stop {
             return Flow::Stop;
@@ -574,7 +624,7 @@ impl Relay {
     }
 
     /// Awaits the pending confirmation; pauses if it failed.
-    async fn settle_pending(&mut self, shutdown: &mut watch::Receiver<bool>) -> Flow {
+    async fn settle_pending(&mut self, shutdown: &mut Shutdown) -> Flow {
         match self.await_confirmation().await {
             Ok(()) => Flow::Continue,
             Err(_) => {
@@ -662,10 +712,10 @@ impl Relay {
         }
     }
 
-    async fn pause_for(&self, wait: Duration, shutdown: &mut watch::Receiver<bool>) -> Flow {
+    async fn pause_for(&self, wait: Duration, shutdown: &mut Shutdown) -> Flow {
         tokio::select! {
             _ = tokio::time::sleep(wait) => Flow::Continue,
-            _ = shutdown.changed() => Flow::Stop,
+            _ = shutdown.stopping() => Flow::Stop,
         }
     }
 

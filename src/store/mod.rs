@@ -15,6 +15,7 @@ pub mod durable;
 pub mod generation;
 pub mod inspect;
 pub mod keys;
+pub mod lock;
 mod print_table;
 pub mod record;
 pub mod segment;
@@ -144,6 +145,9 @@ pub enum StoreError {
     Unavailable(String),
     #[error("no record with sequence number {0}")]
     NotFound(u64),
+    /// Another process owns the data directory (see [`lock`]): what the lock said.
+    #[error("{0}")]
+    Locked(String),
 }
 
 /// A batch read for the relay.
@@ -293,6 +297,8 @@ pub struct Store {
     commands: mpsc::Sender<Command>,
     shared: Arc<Shared>,
     committer: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
+    /// Held from before sled is opened until the committer has stopped.
+    lock: Arc<Mutex<Option<lock::StoreLock>>>,
     dir: PathBuf,
 }
 
@@ -318,7 +324,10 @@ impl<T: Send + 'static> std::future::IntoFuture for Queued<T> {
 
 impl Store {
     /// Opens (or creates) the store and starts its committer thread.
+    /// Refused with [`StoreError::Locked`] while another process owns the directory.
     pub fn open(config: StoreConfig) -> Result<Store, StoreError> {
+        let lock =
+            lock::StoreLock::acquire(&config.dir).map_err(|e| StoreError::Locked(e.to_string()))?;
         let (committer, shared) = Committer::open(config.clone())?;
         let (commands, receiver) = mpsc::channel();
         let handle = std::thread::Builder::new()
@@ -329,6 +338,7 @@ impl Store {
             commands,
             shared,
             committer: Arc::new(Mutex::new(Some(handle))),
+            lock: Arc::new(Mutex::new(Some(lock))),
             dir: config.dir,
         })
     }
@@ -577,6 +587,7 @@ impl Store {
         if let Some(handle) = self.committer.lock().expect("lock").take() {
             let _ = handle.join();
         }
+        self.lock.lock().expect("lock").take();
     }
 }
 

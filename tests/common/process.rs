@@ -10,6 +10,8 @@ pub struct SidecarProcess {
     config: PathBuf,
     data: PathBuf,
     brokers: String,
+    /// Its standard error (log level `info`), appended to across restarts.
+    log: PathBuf,
 }
 
 impl SidecarProcess {
@@ -21,6 +23,7 @@ impl SidecarProcess {
             config: config.to_path_buf(),
             data: data.to_path_buf(),
             brokers: brokers.to_string(),
+            log: data.with_extension("log"),
         };
         process.spawn().await;
         process
@@ -28,16 +31,23 @@ impl SidecarProcess {
 
     async fn spawn(&mut self) {
         self.port = super::free_port();
-        let child = Command::new(env!("CARGO_BIN_EXE_edge-outbox"))
+        std::fs::create_dir_all(self.log.parent().unwrap()).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let child = super::cli()
             .args(["serve", "--config"])
             .arg(&self.config)
             .args(["--listen", &format!("127.0.0.1:{}", self.port)])
             .args(["--brokers", &self.brokers])
             .arg("--data-dir")
             .arg(&self.data)
-            .env("RUST_LOG", "error")
+            .env("RUST_LOG", "info,librdkafka=off,edge_outbox::kafka=off")
+            .env("NO_COLOR", "1")
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::from(log))
             .spawn()
             .expect("the binary starts");
         self.child = Some(child);
@@ -45,7 +55,11 @@ impl SidecarProcess {
         let deadline = Instant::now() + Duration::from_secs(30);
         while self.status_with(&client).await.is_none() {
             let exited = self.child.as_mut().unwrap().try_wait().unwrap();
-            assert!(exited.is_none(), "the sidecar exited at start: {exited:?}");
+            assert!(
+                exited.is_none(),
+                "the sidecar exited at start: {exited:?}\n{}",
+                self.log_text()
+            );
             assert!(
                 Instant::now() < deadline,
                 "the sidecar did not start serving"
@@ -87,14 +101,72 @@ impl SidecarProcess {
         }
     }
 
-    /// SIGTERM and wait for a clean exit.
+    /// SIGTERM and wait for a clean exit (the backlog drained).
     pub fn terminate(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let pid = child.id().to_string();
-            let _ = Command::new("kill").args(["-TERM", &pid]).status();
-            let status = child.wait().unwrap();
-            assert!(status.success(), "graceful shutdown exit status {status}");
+        let status = self.terminate_and_wait().0;
+        assert!(
+            status.success(),
+            "graceful shutdown exit status {status}\n{}",
+            self.log_text()
+        );
+    }
+
+    /// SIGTERM; waits for the exit and says how long it took.
+    pub fn terminate_and_wait(&mut self) -> (std::process::ExitStatus, Duration) {
+        self.signal("TERM");
+        let started = Instant::now();
+        let status = self.child.take().expect("running").wait().unwrap();
+        (status, started.elapsed())
+    }
+
+    /// SIGTERM, then once the drain shows in `/v1/status` a second SIGTERM: stops at once.
+    pub async fn terminate_twice(&mut self) -> std::process::ExitStatus {
+        self.signal("TERM");
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let status = self.status_with(&client).await;
+            if status.is_some_and(|s| s["shutdown"]["phase"] == "draining") {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the drain did not start");
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        self.signal("TERM");
+        self.child.take().expect("running").wait().unwrap()
+    }
+
+    /// Waits for the process to exit by itself.
+    pub fn wait_exit(&mut self) -> std::process::ExitStatus {
+        self.child.take().expect("running").wait().unwrap()
+    }
+
+    /// Sends a signal by name (`TERM`, `INT`).
+    pub fn signal(&self, name: &str) {
+        let pid = self.pid().to_string();
+        assert!(Command::new("kill")
+            .args([&format!("-{name}"), &pid])
+            .status()
+            .unwrap()
+            .success());
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// Whether the process has exited (it is then reaped).
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        let exited = self.child.as_mut()?.try_wait().unwrap();
+        if exited.is_some() {
+            self.child = None;
+        }
+        exited
+    }
+
+    /// Everything the process wrote to standard error so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     /// Starts again on the same data directory (on a new port).
@@ -120,5 +192,8 @@ impl SidecarProcess {
 impl Drop for SidecarProcess {
     fn drop(&mut self) {
         self.kill();
+        if std::thread::panicking() {
+            eprintln!("sidecar log ({}):\n{}", self.log.display(), self.log_text());
+        }
     }
 }
