@@ -142,7 +142,12 @@ pub async fn run(config: &Config, timeout: Duration) -> Report {
             while context.errors().is_empty() && std::time::Instant::now() < deadline {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
-            let errors = context.errors().join("; ");
+            // The same error comes once per broker and retry: say each one once, the first few.
+            let mut errors = context.errors();
+            let mut seen = std::collections::HashSet::new();
+            errors.retain(|e| seen.insert(e.clone()));
+            errors.truncate(3);
+            let errors = errors.join("; ");
             let (step, what) = classify_connect_error(&errors, security.protocol.ends_with("ssl"));
             return report.fail(step, format!("{what}: {e}; {errors}"));
         }

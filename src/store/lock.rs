@@ -80,12 +80,16 @@ impl StoreLock {
         file.rewind().map_err(io_error)?;
         writeln!(file, "{}", std::process::id()).map_err(io_error)?;
         let (stop, stopped) = mpsc::channel::<()>();
-        let touched = file.try_clone().map_err(io_error)?;
         std::thread::Builder::new()
             .name("store-lock".into())
             .spawn(move || {
                 while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(HEARTBEAT) {
-                    let _ = touched.set_modified(SystemTime::now());
+                    // A descriptor of its own: a copy of the locked one would keep the lock
+                    // held after the drop until this thread noticed. (An flock belongs to the
+                    // open file, so closing this one leaves the lock alone.)
+                    if let Ok(file) = OpenOptions::new().write(true).open(&path) {
+                        let _ = file.set_modified(SystemTime::now());
+                    }
                 }
             })
             .map_err(io_error)?;
