@@ -63,12 +63,17 @@ pub struct ReadinessConfig {
     /// `/readyz` fails while the oldest undelivered event is older than this.
     #[serde(with = "humantime_serde")]
     pub max_backlog_age: Duration,
+    /// `/readyz` fails once the cluster has been unreachable, or refusing our credentials, for
+    /// longer than this (whether or not events wait).
+    #[serde(with = "humantime_serde")]
+    pub max_broker_outage: Duration,
 }
 
 impl Default for ReadinessConfig {
     fn default() -> Self {
         ReadinessConfig {
             max_backlog_age: Duration::from_secs(300),
+            max_broker_outage: Duration::from_secs(60),
         }
     }
 }

@@ -119,6 +119,8 @@ fn ingest_harness() -> &'static IngestHarness {
             intake: Default::default(),
             // Never shut down: the sender is dropped at once.
             shutdown: crate::shutdown::channel().1,
+            broker: Default::default(),
+            max_broker_outage: std::time::Duration::from_secs(60),
         };
         IngestHarness {
             runtime: tokio::runtime::Builder::new_current_thread()

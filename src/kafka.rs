@@ -2,6 +2,7 @@
 //! (with TLS, SASL and MSK IAM), classifying produce errors for the relay, the embedded
 //! development broker (librdkafka's mock cluster) and the consumer used by `tail`.
 
+use crate::broker_health::BrokerHealth;
 use crate::config::{is_secret_key, KafkaConfig, SecurityConfig};
 use crate::msk_iam::TokenSource;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -24,13 +25,26 @@ pub type Producer = FutureProducer<KafkaContext>;
 pub struct KafkaContext {
     tokens: Option<Arc<TokenSource>>,
     errors: Arc<Mutex<Vec<String>>>,
+    /// Reachability and authentication as the client errors tell; logs them once, then
+    /// summarised.
+    health: Arc<BrokerHealth>,
 }
 
 impl KafkaContext {
     pub fn new(tokens: Option<Arc<TokenSource>>) -> KafkaContext {
+        KafkaContext::with_health(tokens, Arc::default())
+    }
+
+    /// A context whose client errors feed a health shared with other clients (the relay's
+    /// successive producers, `/v1/status`).
+    pub fn with_health(
+        tokens: Option<Arc<TokenSource>>,
+        health: Arc<BrokerHealth>,
+    ) -> KafkaContext {
         KafkaContext {
             tokens,
             errors: Arc::default(),
+            health,
         }
     }
 
@@ -56,7 +70,8 @@ impl ClientContext for KafkaContext {
             | RDKafkaLogLevel::Alert
             | RDKafkaLogLevel::Critical
             | RDKafkaLogLevel::Error => {
-                tracing::error!(target: "librdkafka", "librdkafka: {facility} {message}");
+                // The same failure reaches `error` below, which logs it (once, then summarised).
+                tracing::debug!(target: "librdkafka", "librdkafka: {facility} {message}");
                 self.remember(format!("{facility} {message}"));
             }
             RDKafkaLogLevel::Warning => {
@@ -73,7 +88,7 @@ impl ClientContext for KafkaContext {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        tracing::error!("librdkafka: {error}: {reason}");
+        self.health.error(&error, reason);
         self.remember(format!("{error}: {reason}"));
     }
 

@@ -3,6 +3,7 @@
 
 pub mod adopt;
 pub mod api;
+pub mod broker_health;
 pub mod catalog;
 pub mod config;
 pub mod connect_check;

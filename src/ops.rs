@@ -84,6 +84,32 @@ pub async fn status(url: &str, json: bool) -> anyhow::Result<()> {
     for (name, value) in rows {
         println!("{name:<20} {value}");
     }
+    let failure = &s["broker"]["failure"];
+    if failure.is_object() {
+        let since = now_ms.saturating_sub(failure["since_ms"].as_u64().unwrap_or(now_ms));
+        let what = match failure["kind"].as_str() {
+            Some("authentication") => "refusing authentication",
+            _ => "unreachable",
+        };
+        println!(
+            "{:<20} {what} for {} ({} errors): {}",
+            "kafka",
+            age(Some(since)),
+            failure["count"],
+            failure["message"].as_str().unwrap_or_default()
+        );
+    } else {
+        println!("{:<20} reachable", "kafka");
+    }
+    if let Some(phase) = s["shutdown"]["phase"].as_str() {
+        let shutdown = &s["shutdown"];
+        println!(
+            "{:<20} {phase}: {} events left, deadline in {}",
+            "shutdown",
+            shutdown["events_left"],
+            age(shutdown["deadline_in_ms"].as_u64())
+        );
+    }
     if let Some(paused) = relay["paused_topics"].as_object().filter(|m| !m.is_empty()) {
         println!("paused topics:");
         for (topic, reason) in paused {

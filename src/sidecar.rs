@@ -177,6 +177,7 @@ impl Sidecar {
         .context("creating the Kafka producer")?
         .unlimited_drain(config.shutdown.drain_unlimited);
         let relay_status = relay.status();
+        let broker = relay.broker_health();
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("listening on {}", config.listen))?;
@@ -196,6 +197,8 @@ impl Sidecar {
             auth: config.kafka.security.uses_msk_iam().then_some(auth),
             intake: intake.clone(),
             shutdown: watcher.clone(),
+            broker,
+            max_broker_outage: config.readiness.max_broker_outage,
         });
         let mut server_watch = watcher.clone();
         let server = tokio::spawn(async move {

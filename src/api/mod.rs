@@ -5,6 +5,7 @@
 mod ingest;
 pub mod problem;
 
+use crate::broker_health::FailureKind;
 use crate::catalog::Catalog;
 use crate::config::IngestConfig;
 use crate::event::kafka::KafkaMode;
@@ -39,6 +40,9 @@ pub struct App {
     /// Appends pass through it; closed at the end of the drain's intake grace.
     pub intake: Arc<Intake>,
     pub shutdown: Shutdown,
+    /// Whether the cluster answers and takes our credentials.
+    pub broker: Arc<crate::broker_health::BrokerHealth>,
+    pub max_broker_outage: Duration,
 }
 
 /// The gate in front of the store's appends (ingest and replay). Closing it waits for the
@@ -126,6 +130,18 @@ async fn readyz(State(app): State<Arc<App>>) -> Response {
     if let Some(error) = app.auth.as_ref().and_then(|a| a.failing()) {
         reasons.push(format!("Kafka authentication: {error}"));
     }
+    if let Some(failure) = app.broker.failing_longer_than(app.max_broker_outage) {
+        let what = match failure.kind {
+            FailureKind::Connection => "unreachable",
+            FailureKind::Authentication => "refusing authentication",
+        };
+        reasons.push(format!(
+            "Kafka {what} for {}s (bound {}s): {}",
+            now_ms().saturating_sub(failure.since_ms) / 1000,
+            app.max_broker_outage.as_secs(),
+            failure.message
+        ));
+    }
     let status = if reasons.is_empty() {
         StatusCode::OK
     } else {
@@ -140,6 +156,7 @@ async fn readyz(State(app): State<Arc<App>>) -> Response {
 
 async fn status(State(app): State<Arc<App>>) -> Response {
     let relay = app.relay.lock().expect("lock").clone();
+    let broker_failure = app.broker.failure();
     Json(json!({
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_seconds": app.started.elapsed().as_secs(),
@@ -148,12 +165,20 @@ async fn status(State(app): State<Arc<App>>) -> Response {
         "disk_bytes": app.store.recent_disk_bytes(),
         "writable": app.store.broken().is_none(),
         "relay": relay,
+        "broker": {
+            "reachable": broker_failure.is_none(),
+            "failure": broker_failure,
+        },
         "shutdown": shutdown_json(&app),
         "auth": app.auth.as_ref().map(|a| json!({
             "mechanism": "aws_msk_iam",
             "token_refreshes": a.refreshes.load(std::sync::atomic::Ordering::Relaxed),
             "token_refresh_failures": a.failures.load(std::sync::atomic::Ordering::Relaxed),
-            "last_error": a.failing(),
+            // Signing failed here, or the broker refused what was signed.
+            "last_error": a.failing().or_else(|| broker_failure
+                .as_ref()
+                .filter(|f| f.kind == FailureKind::Authentication)
+                .map(|f| f.message.clone())),
             "last_success_ms": a.last_success_ms.load(std::sync::atomic::Ordering::Relaxed),
         })),
     }))

@@ -16,9 +16,12 @@ pub mod summary;
 
 pub use limiter::Limiter;
 
+use crate::broker_health::BrokerHealth;
 use crate::catalog::OUTBOX_PUBLISHED_TYPE;
 use crate::config::{KafkaConfig, RelayConfig};
-use crate::kafka::{classify, create_producer, owned_headers, ErrorClass, Producer};
+use crate::kafka::{
+    classify, create_producer_with, owned_headers, ErrorClass, KafkaContext, Producer,
+};
 use crate::msk_iam::TokenSource;
 use crate::shutdown::{Phase, Shutdown};
 use crate::store::{
@@ -131,10 +134,16 @@ pub struct Relay {
     metrics: Arc<crate::metrics::Metrics>,
     /// Skip the rate limiter while draining (`shutdown.drain_unlimited`).
     unlimited_drain: bool,
+    /// What the producers' client errors say about the cluster.
+    health: Arc<BrokerHealth>,
 }
 
 /// While the broker has not taken a batch, batches are this fraction of the configured size.
 const PROBE_FRACTION: usize = 16;
+
+/// While the cluster is failing and nothing is sent, it is asked for metadata this often, so
+/// that its recovery shows in status and readiness without a batch to deliver.
+const PROBE_EVERY: Duration = Duration::from_secs(5);
 
 /// After this many fruitless rounds the producer is recreated: a broker that lost its
 /// idempotence state (a restart without it) can otherwise refuse the old producer id forever.
@@ -149,7 +158,11 @@ impl Relay {
         largest_message: u64,
         metrics: Arc<crate::metrics::Metrics>,
     ) -> Result<Relay, KafkaError> {
-        let producer = create_producer(&kafka, tokens.clone())?;
+        let health = Arc::new(BrokerHealth::default());
+        let producer = create_producer_with(
+            &kafka,
+            KafkaContext::with_health(tokens.clone(), health.clone()),
+        )?;
         let limiter = Limiter::new(
             config.max_events_per_second,
             config.max_bytes_per_second,
@@ -174,7 +187,13 @@ impl Relay {
             pending: None,
             metrics,
             unlimited_drain: false,
+            health,
         })
+    }
+
+    /// Whether the cluster is reachable and takes our credentials, shared with the API.
+    pub fn broker_health(&self) -> Arc<BrokerHealth> {
+        self.health.clone()
     }
 
     /// Lets the drain at shutdown go without the rate limits.
@@ -229,10 +248,15 @@ impl Relay {
                         if self.full_batch_waiting() {
                             break;
                         }
+                        let failing = self.health.failure().is_some();
                         tokio::select! {
                             _ = tokio::time::sleep_until(next_flush) => break,
                             _ = self.store.appended() => continue,
                             _ = shutdown.changed() => continue,
+                            _ = tokio::time::sleep(PROBE_EVERY), if failing => {
+                                self.probe_cluster().await;
+                                continue;
+                            }
                         }
                     }
                 }
@@ -500,6 +524,7 @@ impl Relay {
         }
         if !delivered.is_empty() {
             self.broker_confirmed = true;
+            self.health.recovered();
         } else if retriable > 0 {
             self.broker_confirmed = false;
         }
@@ -518,7 +543,8 @@ impl Relay {
         }
         if fatal {
             tracing::warn!("recreating the Kafka producer (fatal error, delivery timeout or repeated failures)");
-            match create_producer(&self.kafka, self.tokens.clone()) {
+            let context = KafkaContext::with_health(self.tokens.clone(), self.health.clone());
+            match create_producer_with(&self.kafka, context) {
                 Ok(producer) => self.producer = producer,
                 Err(e) => self.note_error("fatal", format!("recreating the producer: {e}")),
             }
@@ -699,6 +725,23 @@ impl Relay {
             } else {
                 self.known_topics.insert(topic);
             }
+        }
+    }
+
+    /// Asks the cluster for its metadata; an answer ends the health's failure streak.
+    async fn probe_cluster(&self) {
+        let producer = self.producer.clone();
+        let answered = tokio::task::spawn_blocking(move || {
+            use rdkafka::producer::Producer;
+            producer
+                .client()
+                .fetch_metadata(None, Duration::from_secs(5))
+                .is_ok()
+        })
+        .await
+        .unwrap_or(false);
+        if answered {
+            self.health.recovered();
         }
     }
 

@@ -34,12 +34,16 @@ struct Node {
     id: u32,
     port: u16,
     controller_port: u16,
+    /// A SASL_PLAINTEXT listener (PLAIN), when the cluster has users.
+    sasl_port: u16,
     child: Option<Child>,
 }
 
 /// A running Apache Kafka cluster.
 pub struct Kafka {
     nodes: Vec<Node>,
+    /// SASL/PLAIN users (name, password) of the SASL listener; none: no such listener.
+    users: Vec<(String, String)>,
     dir: Option<tempfile::TempDir>,
 }
 
@@ -52,14 +56,24 @@ impl Kafka {
     /// `n` combined brokers and controllers; with 3, topics default to replication 3 and
     /// `min.insync.replicas=2`, as on MSK.
     pub fn cluster(n: u32) -> Kafka {
+        Kafka::with_users(n, &[])
+    }
+
+    /// A cluster with a second listener, SASL_PLAINTEXT with PLAIN, that knows these users.
+    pub fn with_users(n: u32, users: &[(&str, &str)]) -> Kafka {
         let mut kafka = Kafka {
             nodes: (1..=n)
                 .map(|id| Node {
                     id,
                     port: super::free_port(),
                     controller_port: super::free_port(),
+                    sasl_port: super::free_port(),
                     child: None,
                 })
+                .collect(),
+            users: users
+                .iter()
+                .map(|(u, p)| (u.to_string(), p.to_string()))
                 .collect(),
             dir: Some(tempfile::tempdir().unwrap()),
         };
@@ -129,6 +143,38 @@ impl Kafka {
                 cport = node.controller_port,
                 dir = self.dir().display(),
             );
+            let mut properties = properties;
+            if !self.users.is_empty() {
+                let users: String = self
+                    .users
+                    .iter()
+                    .map(|(u, p)| format!(" user_{u}=\"{p}\""))
+                    .collect();
+                properties = properties
+                    .replace(
+                        &format!("listeners=PLAINTEXT://127.0.0.1:{}", node.port),
+                        &format!(
+                            "listeners=SASL_PLAINTEXT://127.0.0.1:{},PLAINTEXT://127.0.0.1:{}",
+                            node.sasl_port, node.port
+                        ),
+                    )
+                    .replace(
+                        &format!("advertised.listeners=PLAINTEXT://127.0.0.1:{}", node.port),
+                        &format!(
+                            "advertised.listeners=PLAINTEXT://127.0.0.1:{},SASL_PLAINTEXT://127.0.0.1:{}",
+                            node.port, node.sasl_port
+                        ),
+                    )
+                    .replace(
+                        "listener.security.protocol.map=",
+                        "listener.security.protocol.map=SASL_PLAINTEXT:SASL_PLAINTEXT,",
+                    );
+                properties.push_str(&format!(
+                    "sasl.enabled.mechanisms=PLAIN\n\
+                     listener.name.sasl_plaintext.plain.sasl.jaas.config=\
+                     org.apache.kafka.common.security.plain.PlainLoginModule required{users};\n"
+                ));
+            }
             std::fs::write(self.properties_path(node.id), properties).unwrap();
             let output = Command::new("java")
                 .arg("-cp")
@@ -223,6 +269,16 @@ impl Kafka {
         self.nodes
             .iter()
             .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The bootstrap list of the SASL_PLAINTEXT (PLAIN) listeners.
+    pub fn sasl_bootstrap(&self) -> String {
+        assert!(!self.users.is_empty(), "a cluster made with users");
+        self.nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.sasl_port))
             .collect::<Vec<_>>()
             .join(",")
     }

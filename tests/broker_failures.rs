@@ -1,0 +1,156 @@
+//! A failing cluster shows where operators look, not only in the log: the real binary against
+//! Apache Kafka that goes away and comes back, and against a SASL listener that refuses our
+//! password. `/v1/status`, `edge-outbox status` and `/readyz` name the error and since when;
+//! the log says each kind of error once, then summarised, never a line per retry.
+
+mod common;
+
+use common::kafka::Kafka;
+use common::process::SidecarProcess;
+use common::*;
+use std::path::Path;
+use std::time::Duration;
+
+fn config_file(dir: &Path, extra: &str) -> std::path::PathBuf {
+    let path = dir.join("edge-outbox.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[relay]\nflush_interval = \"200ms\"\npublish_summaries = false\n\
+             [readiness]\nmax_broker_outage = \"2s\"\n[shutdown]\nintake_grace = \"0s\"\n\
+             drain_timeout = \"1s\"\n{extra}"
+        ),
+    )
+    .unwrap();
+    path
+}
+
+async fn readyz(sidecar: &SidecarProcess) -> (u16, serde_json::Value) {
+    let response = reqwest::get(format!("{}/readyz", sidecar.url()))
+        .await
+        .unwrap();
+    (response.status().as_u16(), response.json().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_cluster_shows_in_status_and_readiness_and_its_recovery_too() {
+    let topic = "eventzr.integration-hub.execution.completed.v1".to_string();
+    let mut broker = Kafka::start();
+    broker.create_topics(std::slice::from_ref(&topic), 3);
+    broker.kill();
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_file(dir.path(), "");
+    let mut sidecar =
+        SidecarProcess::start(&config, &dir.path().join("data"), &broker.bootstrap()).await;
+    post_ok(sidecar.addr(), &event(&topic, "u-1", "tenant-u", 1)).await;
+    wait_for(
+        "the failure in /v1/status",
+        Duration::from_secs(30),
+        || async { sidecar.status().await["broker"]["failure"]["kind"] == "connection" },
+    )
+    .await;
+    let status = sidecar.status().await;
+    let failure = &status["broker"]["failure"];
+    assert_eq!(status["broker"]["reachable"], false);
+    assert!(
+        failure["message"]
+            .as_str()
+            .unwrap()
+            .contains("Connection refused"),
+        "{status}"
+    );
+    assert!(failure["since_ms"].as_u64().unwrap() > 0);
+    // Ready until the outage lasts the bound, then not, with the reason.
+    wait_for("readiness to fail", Duration::from_secs(30), || async {
+        readyz(&sidecar).await.0 == 503
+    })
+    .await;
+    let (_, body) = readyz(&sidecar).await;
+    let reasons = body["reasons"].to_string();
+    assert!(reasons.contains("Kafka unreachable for"), "{body}");
+    // The CLI says it too.
+    let text = stdout_ok(
+        cli()
+            .args(["status", "--url", &sidecar.url()])
+            .output()
+            .unwrap(),
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("kafka") && l.contains("unreachable for")),
+        "{text}"
+    );
+
+    // The cluster comes back: the event goes through, and both clear.
+    broker.restart();
+    sidecar.wait_drained(Duration::from_secs(60)).await;
+    wait_for("the failure to clear", Duration::from_secs(30), || async {
+        sidecar.status().await["broker"]["reachable"] == true
+    })
+    .await;
+    assert_eq!(readyz(&sidecar).await.0, 200);
+    sidecar.terminate();
+    // Every error kind was logged at most once per 30 s window: a handful of lines, and no
+    // line twice.
+    let log = sidecar.log_text();
+    let errors: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("ERROR") && l.contains("librdkafka"))
+        .collect();
+    assert!(!errors.is_empty() && errors.len() <= 6, "{errors:#?}");
+    let messages: std::collections::HashSet<&str> = errors
+        .iter()
+        .map(|l| l.split_once("librdkafka").unwrap().1)
+        .collect();
+    assert_eq!(
+        messages.len(),
+        errors.len(),
+        "a line said twice: {errors:#?}"
+    );
+    assert!(log.contains("the Kafka cluster answers again"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_password_shows_as_an_authentication_failure() {
+    let topic = "eventzr.integration-hub.execution.completed.v1".to_string();
+    let broker = Kafka::with_users(1, &[("outbox", "right-password")]);
+    broker.create_topics(std::slice::from_ref(&topic), 3);
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_file(
+        dir.path(),
+        "[kafka.security]\nprotocol = \"sasl_plaintext\"\nsasl_mechanism = \"plain\"\n\
+         sasl_username = \"outbox\"\nsasl_password = \"wrong-password\"\n",
+    );
+    let sidecar =
+        SidecarProcess::start(&config, &dir.path().join("data"), &broker.sasl_bootstrap()).await;
+    post_ok(sidecar.addr(), &event(&topic, "a-1", "tenant-a", 1)).await;
+    wait_for(
+        "the refusal in /v1/status",
+        Duration::from_secs(30),
+        || async { sidecar.status().await["broker"]["failure"]["kind"] == "authentication" },
+    )
+    .await;
+    let status = sidecar.status().await;
+    assert!(
+        status["broker"]["failure"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("SASL authentication"),
+        "{status}"
+    );
+    assert!(!status.to_string().contains("wrong-password"));
+    wait_for("readiness to fail", Duration::from_secs(30), || async {
+        readyz(&sidecar).await.0 == 503
+    })
+    .await;
+    let (_, body) = readyz(&sidecar).await;
+    assert!(
+        body["reasons"]
+            .to_string()
+            .contains("Kafka refusing authentication for"),
+        "{body}"
+    );
+    // The event stays stored.
+    assert_eq!(sidecar.status().await["store"]["backlog_events"], 1);
+    assert!(!sidecar.log_text().contains("wrong-password"));
+}
