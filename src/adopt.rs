@@ -177,7 +177,7 @@ async fn drain_store(
         config.kafka.clone(),
         tokens,
         config.relay.clone(),
-        config.ingest.max_event_bytes as u64,
+        config.event_limit().0 as u64,
         crate::metrics::Metrics::new(),
     ) {
         Ok(relay) => relay.unlimited_drain(config.shutdown.drain_unlimited),

@@ -11,7 +11,6 @@ use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Headers, Message};
-use rdkafka::ClientConfig;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -183,7 +182,7 @@ pub struct BenchArgs {
     /// tool: the plain producer's rate without the messages the relay left in the broker.
     #[arg(long)]
     pub baseline_fresh: bool,
-    /// Print JSON instead of text.
+    /// Print one JSON object instead of a line per measure.
     #[arg(long)]
     pub json: bool,
 }
@@ -247,6 +246,10 @@ pub struct TailArgs {
     /// Stop after this long without a new event, such as `5s`.
     #[arg(long, value_parser = parse_duration)]
     pub idle_timeout: Option<Duration>,
+    /// Print each event inside `{"topic", "partition", "offset", "key", "event"}` instead of
+    /// the bare CloudEvent.
+    #[arg(long)]
+    pub meta: bool,
 }
 
 /// Where the configuration comes from, below the named flags.
@@ -292,7 +295,11 @@ impl ConfigSource {
             let (path, value) = item
                 .split_once('=')
                 .with_context(|| format!("--set {item:?}: expected PATH=VALUE"))?;
-            overrides.push((path.trim().to_string(), value.to_string()));
+            overrides.push(crate::config::Override {
+                path: path.trim().to_string(),
+                value: value.to_string(),
+                origin: format!("--set {}", path.trim()),
+            });
         }
         Ok(Config::from_layers(&text, &origin, &overrides)?)
     }
@@ -380,9 +387,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let broker = DevBroker::start(1, &catalog.topics(), args.partitions)
                 .context("starting the embedded Kafka broker")?;
             config.kafka.brokers = broker.bootstrap_servers();
+            // After `cargo run` the binary is not on the PATH: suggest what works from here.
+            let command = if std::env::current_exe()
+                .is_ok_and(|p| p.components().any(|c| c.as_os_str() == "target"))
+            {
+                "cargo run --"
+            } else {
+                "edge-outbox"
+            };
             let banner = format!(
                 "edge-outbox dev: embedded Kafka broker at {} ({} topics); ingest at http://{}/v1/events\n  \
-                 watch events arrive: edge-outbox tail --brokers {}",
+                 watch events arrive: {command} tail --brokers {}",
                 config.kafka.brokers,
                 catalog.topics().len(),
                 config.listen,
@@ -421,7 +436,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Send { file, url } => send(&file, &url).await,
-        Command::Tail(args) => quiet_broken_pipe_any(tail(args).await),
+        Command::Tail(args) => {
+            // The configuration's security settings (TLS, SASL, MSK IAM) apply to tail too.
+            let mut config = source.load()?;
+            config.kafka.brokers = args.brokers.clone();
+            quiet_broken_pipe_any(tail(&config, args).await)
+        }
         Command::Bench(args) => bench(args).await,
         Command::Status { url, json } => crate::ops::status(url.trim_end_matches('/'), json).await,
         Command::Dlq { url, action } => crate::ops::dlq(url.trim_end_matches('/'), action).await,
@@ -452,6 +472,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let config = load_config(&source, &serve)?;
             config.validate(connect)?;
             print!("{}", config.redacted_toml());
+            let (limit, source) = config.event_limit();
+            eprintln!("note: events up to {limit} bytes are accepted ({source})");
             if config.kafka.brokers.trim().is_empty() {
                 eprintln!("note: kafka.brokers is empty; `serve` needs it (`dev` does not)");
             }
@@ -500,17 +522,37 @@ fn inspect(
     export: Option<&str>,
     output: Option<&PathBuf>,
 ) -> anyhow::Result<()> {
+    if !dir.is_dir() {
+        bail!("{} is not a directory: no store to inspect", dir.display());
+    }
+    // Held while inspecting: no sidecar starts on the store meanwhile.
+    let _lock = match crate::store::lock::StoreLock::acquire(dir) {
+        Err(e @ crate::store::lock::LockError::Held { .. }) => {
+            bail!("{e}: inspect reads a stopped store (use `edge-outbox status` on a running one)")
+        }
+        other => other?,
+    };
     let inspector = crate::store::inspect::Inspector::open(dir)?;
     let summary = inspector.summary()?;
-    eprintln!("{}", serde_json::to_string_pretty(&summary)?);
+    // The counters (and the checksum pass) are the result: one JSON object on stdout, unless
+    // the export takes stdout. Progress bars go to stderr.
+    let mut report = serde_json::to_value(&summary)?;
+    let mut corrupt = 0;
     if verify {
         let bar = progress_bar(summary.backlog_events + summary.dead_letters, "verifying");
         let result = inspector.verify(|| bar.inc(1))?;
         bar.finish_and_clear();
-        println!("{}", serde_json::to_string_pretty(&result)?);
-        if !result.corrupt.is_empty() {
-            bail!("{} corrupt values", result.corrupt.len());
-        }
+        corrupt = result.corrupt.len();
+        report["verification"] = serde_json::to_value(&result)?;
+    }
+    let report = serde_json::to_string_pretty(&report)?;
+    if export.is_some() && output.is_none() {
+        eprintln!("{report}");
+    } else {
+        println!("{report}");
+    }
+    if corrupt > 0 {
+        bail!("{corrupt} corrupt values");
     }
     if let Some(which) = export {
         let dead = which == "dead";
@@ -590,7 +632,7 @@ async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        print!("{}", report.text());
     }
     Ok(())
 }
@@ -728,30 +770,64 @@ async fn send(file: &PathBuf, url: &str) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("posting to {endpoint}"))?;
     let status = response.status();
+    let duplicates: usize = response
+        .headers()
+        .get(crate::api::DUPLICATES_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
     let text = response.text().await.unwrap_or_default();
     println!("{status} {text}");
+    if duplicates > 0 {
+        eprintln!(
+            "note: {duplicates} of these events were already stored (same source and id): \
+             answered with their first sequence numbers, not stored again"
+        );
+    }
     if !status.is_success() {
         bail!("the sidecar refused the event ({status})");
     }
     Ok(())
 }
 
-async fn tail(args: TailArgs) -> anyhow::Result<()> {
+async fn tail(config: &Config, args: TailArgs) -> anyhow::Result<()> {
     let topics = if args.topics.is_empty() {
         Catalog::builtin().topics()
     } else {
         args.topics.clone()
     };
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &args.brokers)
-        .set(
-            "group.id",
-            format!("edge-outbox-tail-{}", uuid::Uuid::new_v4()),
-        )
-        .set("auto.offset.reset", "earliest")
-        .set("enable.auto.commit", "false")
-        .create()
-        .context("creating the consumer")?;
+    let auth = std::sync::Arc::new(crate::msk_iam::AuthStatus::default());
+    let tokens = crate::kafka::token_source(&config.kafka.security, auth).await;
+    let consumer: StreamConsumer<crate::kafka::KafkaContext> =
+        crate::kafka::client_config(&config.kafka)
+            .set(
+                "group.id",
+                format!("edge-outbox-tail-{}", uuid::Uuid::new_v4()),
+            )
+            .set("auto.offset.reset", "earliest")
+            .set("enable.auto.commit", "false")
+            .create_with_context(crate::kafka::KafkaContext::new(tokens))
+            .context("creating the consumer")?;
+    // A topic the cluster lacks is named at once, instead of an error per poll.
+    let metadata = {
+        let consumer = &consumer;
+        tokio::task::block_in_place(|| consumer.fetch_metadata(None, Duration::from_secs(15)))
+            .with_context(|| format!("asking {} for its topics", config.kafka.brokers))?
+    };
+    let known: std::collections::BTreeSet<&str> =
+        metadata.topics().iter().map(|t| t.name()).collect();
+    let missing: Vec<&str> = topics
+        .iter()
+        .map(String::as_str)
+        .filter(|t| !known.contains(t))
+        .collect();
+    if !missing.is_empty() {
+        bail!(
+            "the cluster at {} has no topic {} (create catalogue topics with `edge-outbox topics create`)",
+            config.kafka.brokers,
+            missing.join(", ")
+        );
+    }
     let names: Vec<&str> = topics.iter().map(String::as_str).collect();
     consumer.subscribe(&names)?;
     let mut seen = 0u64;
@@ -777,6 +853,16 @@ async fn tail(args: TailArgs) -> anyhow::Result<()> {
             .unwrap_or_default();
         let payload = message.payload().unwrap_or_default();
         match binding::from_message(&headers, payload) {
+            Some(event) if args.meta => {
+                let line = serde_json::json!({
+                    "topic": message.topic(),
+                    "partition": message.partition(),
+                    "offset": message.offset(),
+                    "key": message.key().map(String::from_utf8_lossy),
+                    "event": http::to_json(&event),
+                });
+                writeln!(std::io::stdout().lock(), "{line}")?
+            }
             Some(event) => writeln!(std::io::stdout().lock(), "{}", http::to_json(&event))?,
             None => eprintln!(
                 "{}[{}]@{}: not a CloudEvent ({} bytes)",

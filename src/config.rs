@@ -11,6 +11,13 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// librdkafka's default `message.max.bytes`: the largest message the producer sends.
+pub const DEFAULT_MESSAGE_MAX_BYTES: usize = 1_000_000;
+
+/// What a record batch adds around one message (batch header, record framing, header
+/// lengths), kept free below `message.max.bytes`.
+pub const RECORD_OVERHEAD_BYTES: usize = 512;
+
 /// The whole configuration.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -471,21 +478,44 @@ impl Config {
 
     /// Parses TOML over the defaults, then applies `overrides` in order: each a dotted setting
     /// path (`relay.flush_interval`, `kafka.properties.linger.ms`) and a value, read as TOML
-    /// when it parses as TOML (`5`, `true`, `"x"`) and as a string otherwise.
+    /// when it parses as TOML (`5`, `true`, `"x"`) and as a string otherwise. An error names
+    /// the layer it comes from: the file (`origin`), or the variable or flag of the override.
     pub fn from_layers(
         text: &str,
         origin: &str,
-        overrides: &[(String, String)],
+        overrides: &[Override],
     ) -> Result<Config, ConfigError> {
         let mut table: toml::Table =
             toml::from_str(text).map_err(|e| bad(origin, e.to_string()))?;
-        for (path, raw) in overrides {
-            set_path(&mut table, path, parse_override(raw))?;
+        let read = |table: &toml::Table, layer: &str| {
+            toml::Value::Table(table.clone())
+                .try_into::<Config>()
+                .map_err(|e: toml::de::Error| bad(layer, e.to_string()))
+        };
+        if overrides.is_empty() {
+            return read(&table, origin);
         }
-        toml::Value::Table(table)
-            .try_into()
-            .map_err(|e: toml::de::Error| bad(origin, e.to_string()))
+        read(&table, origin)?;
+        let mut config = None;
+        for o in overrides {
+            set_path(&mut table, &o.path, parse_override(&o.value)).map_err(|e| ConfigError {
+                setting: format!("{} ({})", e.setting, o.origin),
+                ..e
+            })?;
+            config = Some(read(&table, &o.origin)?);
+        }
+        Ok(config.expect("at least one override"))
     }
+}
+
+/// One setting given outside the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Override {
+    /// `section.key`.
+    pub path: String,
+    pub value: String,
+    /// Where it came from, for errors: `EDGE_OUTBOX__RELAY__FLUSH_INTERVAL`, `--set`.
+    pub origin: String,
 }
 
 /// The configuration presets shipped with the binary (`packaging/config/*.toml`).
@@ -506,9 +536,9 @@ pub fn preset(name: &str) -> Option<&'static str> {
 }
 
 /// Overrides from `EDGE_OUTBOX__SECTION__KEY=value` environment variables, as
-/// `("section.key", value)`, sorted by name.
-pub fn env_overrides(vars: impl Iterator<Item = (String, String)>) -> Vec<(String, String)> {
-    let mut out: Vec<(String, String)> = vars
+/// `section.key`, sorted by name.
+pub fn env_overrides(vars: impl Iterator<Item = (String, String)>) -> Vec<Override> {
+    let mut out: Vec<Override> = vars
         .filter_map(|(name, value)| {
             let rest = name.strip_prefix("EDGE_OUTBOX__")?;
             let path = rest
@@ -516,10 +546,14 @@ pub fn env_overrides(vars: impl Iterator<Item = (String, String)>) -> Vec<(Strin
                 .map(str::to_ascii_lowercase)
                 .collect::<Vec<_>>()
                 .join(".");
-            Some((path, value))
+            Some(Override {
+                path,
+                value,
+                origin: format!("environment variable {name}"),
+            })
         })
         .collect();
-    out.sort();
+    out.sort_by(|a, b| a.path.cmp(&b.path));
     out
 }
 
@@ -654,6 +688,32 @@ impl Config {
             dedup_max_entries: self.store.dedup_max_entries,
             rotate_min_bytes: self.store.rotate_min_bytes,
             ..crate::store::StoreConfig::new(self.data_dir.clone())
+        }
+    }
+
+    /// The largest event ingest accepts, and what sets it: `ingest.max_event_bytes`, or less
+    /// when the producer would refuse such a message (its `message.max.bytes`, librdkafka's
+    /// default 1,000,000, less [`RECORD_OVERHEAD_BYTES`]). An event above it would be answered
+    /// 202 and then parked for ever.
+    pub fn event_limit(&self) -> (usize, String) {
+        let message_max = self
+            .kafka
+            .properties
+            .get("message.max.bytes")
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(DEFAULT_MESSAGE_MAX_BYTES);
+        let producer_limit = message_max.saturating_sub(RECORD_OVERHEAD_BYTES);
+        if producer_limit < self.ingest.max_event_bytes {
+            (
+                producer_limit,
+                format!(
+                    "the producer's message.max.bytes ({message_max}) less {RECORD_OVERHEAD_BYTES} \
+                     bytes of record overhead; ingest.max_event_bytes is {}",
+                    self.ingest.max_event_bytes
+                ),
+            )
+        } else {
+            (self.ingest.max_event_bytes, "ingest.max_event_bytes".into())
         }
     }
 

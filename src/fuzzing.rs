@@ -109,6 +109,7 @@ fn ingest_harness() -> &'static IngestHarness {
                 max_request_bytes: 256 * 1024,
                 ..Default::default()
             },
+            event_limit_source: "ingest.max_event_bytes".into(),
             mode: crate::event::kafka::KafkaMode::Binary,
             relay: Default::default(),
             started: std::time::Instant::now(),

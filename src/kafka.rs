@@ -109,6 +109,9 @@ impl ClientContext for KafkaContext {
     }
 }
 
+/// `tail`'s consumer uses the same context (its default rebalance handling).
+impl rdkafka::consumer::ConsumerContext for KafkaContext {}
+
 /// What the relay does about a failed message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -257,7 +260,9 @@ pub enum TopicOutcome {
 }
 
 /// Client settings shared by every client of the sidecar's cluster (connection, TLS, SASL).
-fn client_config(config: &KafkaConfig) -> ClientConfig {
+/// The connection settings every client of the cluster shares (brokers, TLS, SASL, the
+/// user's properties): the producer's, the admin client's and `tail`'s consumer's.
+pub fn client_config(config: &KafkaConfig) -> ClientConfig {
     let mut client = ClientConfig::new();
     client
         .set("bootstrap.servers", &config.brokers)
@@ -350,22 +355,50 @@ pub async fn create_topics(
     partitions: i32,
     replication: i32,
 ) -> Result<Vec<(String, TopicOutcome)>, KafkaError> {
-    let admin: AdminClient<KafkaContext> =
-        client_config(config).create_with_context(KafkaContext::new(tokens))?;
+    let admin: Arc<AdminClient<KafkaContext>> =
+        Arc::new(client_config(config).create_with_context(KafkaContext::new(tokens))?);
+    // Topics the cluster has are not asked for again: a cluster that cannot create topics
+    // (the embedded dev broker, which has the catalogue already) then answers at once.
+    let existing: std::collections::BTreeSet<String> = {
+        let admin = admin.clone();
+        tokio::task::spawn_blocking(move || {
+            admin
+                .inner()
+                .fetch_metadata(None, std::time::Duration::from_secs(15))
+        })
+        .await
+        .expect("the metadata task does not panic")?
+        .topics()
+        .iter()
+        .filter(|t| t.error().is_none() && !t.partitions().is_empty())
+        .map(|t| t.name().to_string())
+        .collect()
+    };
+    let mut outcomes: Vec<(String, TopicOutcome)> = topics
+        .iter()
+        .filter(|t| existing.contains(*t))
+        .map(|t| (t.clone(), TopicOutcome::Exists))
+        .collect();
     let new_topics: Vec<NewTopic> = topics
         .iter()
+        .filter(|t| !existing.contains(*t))
         .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(replication)))
         .collect();
-    let options = AdminOptions::new().operation_timeout(Some(std::time::Duration::from_secs(30)));
+    if new_topics.is_empty() {
+        return Ok(outcomes);
+    }
+    let options = AdminOptions::new()
+        .operation_timeout(Some(std::time::Duration::from_secs(30)))
+        .request_timeout(Some(std::time::Duration::from_secs(30)));
     let results = admin.create_topics(&new_topics, &options).await?;
-    Ok(results
-        .into_iter()
-        .map(|result| match result {
-            Ok(topic) => (topic, TopicOutcome::Created),
-            Err((topic, RDKafkaErrorCode::TopicAlreadyExists)) => (topic, TopicOutcome::Exists),
-            Err((topic, code)) => (topic, TopicOutcome::Failed(code.to_string())),
-        })
-        .collect())
+    outcomes.extend(results.into_iter().map(|result| match result {
+        Ok(topic) => (topic, TopicOutcome::Created),
+        Err((topic, RDKafkaErrorCode::TopicAlreadyExists)) => (topic, TopicOutcome::Exists),
+        Err((topic, code)) => (topic, TopicOutcome::Failed(code.to_string())),
+    }));
+    // In the order asked for.
+    outcomes.sort_by_key(|(topic, _)| topics.iter().position(|t| t == topic));
+    Ok(outcomes)
 }
 
 /// The embedded development broker: librdkafka's in-process mock cluster with the given topics

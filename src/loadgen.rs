@@ -66,6 +66,23 @@ pub struct LoadReport {
     pub relay_to_fresh_baseline_ratio: Option<f64>,
 }
 
+impl LoadReport {
+    /// One line per measure, for people: `name  value`, leaving out what was not measured.
+    pub fn text(&self) -> String {
+        let value = serde_json::to_value(self).expect("reports serialise");
+        let mut out = String::new();
+        for (name, v) in value.as_object().expect("a struct") {
+            let shown = match v {
+                Value::Null => continue,
+                Value::Number(n) if n.is_f64() => format!("{:.2}", n.as_f64().unwrap_or(0.0)),
+                other => other.to_string(),
+            };
+            out.push_str(&format!("{:<34} {shown}\n", name.replace('_', " ")));
+        }
+        out
+    }
+}
+
 /// [`sample_event`] as the store keeps it (1,000 tenants, 1 KiB payload), for benches.
 pub fn sample_record(catalog: &Catalog, n: u64) -> crate::store::Record {
     let event = crate::event::http::from_json(sample_event(catalog, n, 1000, 1024))

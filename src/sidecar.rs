@@ -166,12 +166,15 @@ impl Sidecar {
         }));
         let auth = Arc::new(crate::msk_iam::AuthStatus::default());
         let tokens = crate::kafka::token_source(&config.kafka.security, auth.clone()).await;
+        let (event_limit, event_limit_source) = config.event_limit();
+        let mut ingest = config.ingest.clone();
+        ingest.max_event_bytes = event_limit;
         let relay = Relay::new(
             store.clone(),
             config.kafka.clone(),
             tokens.clone(),
             config.relay.clone(),
-            config.ingest.max_event_bytes as u64,
+            event_limit as u64,
             metrics.clone(),
         )
         .context("creating the Kafka producer")?
@@ -187,7 +190,8 @@ impl Sidecar {
         let app = Arc::new(App {
             store: store.clone(),
             catalog,
-            ingest: config.ingest.clone(),
+            ingest,
+            event_limit_source,
             mode: config.relay.mode,
             relay: relay_status.clone(),
             started: Instant::now(),

@@ -241,3 +241,77 @@ async fn readyz_turns_unready_while_the_broker_is_away_and_ready_after() {
     .await;
     sidecar.shutdown().await.unwrap();
 }
+
+/// An event with `data.blob` of `bytes` bytes.
+fn sized_event(id: &str, bytes: usize) -> serde_json::Value {
+    let mut e = event("eventzr.integration-hub.provider.created.v1", id, "t", 0);
+    e["data"]["blob"] = json!("x".repeat(bytes));
+    e
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_the_producer_would_refuse_are_refused_at_ingest_and_never_replayed() {
+    let kafka = DevBroker::start(1, &Catalog::builtin().topics(), 1).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // The built-in defaults: ingest.max_event_bytes 1 MiB, message.max.bytes 1,000,000.
+    let config = test_config(&kafka.bootstrap_servers(), dir.path());
+    assert_eq!(config.ingest.max_event_bytes, 1024 * 1024);
+    let sidecar = start(config.clone()).await;
+    let before = sidecar.store().stats();
+    for bytes in [1_020_000, 1_040_000] {
+        let answer = post_event(sidecar.addr(), &sized_event("big", bytes)).await;
+        assert_eq!(answer.status, 413, "{bytes}: {:?}", answer.body);
+        let detail = answer.body["detail"].as_str().unwrap();
+        assert!(
+            detail.contains("999488 allowed") && detail.contains("message.max.bytes (1000000)"),
+            "{detail}"
+        );
+        assert_eq!(answer.body["field"], "data");
+    }
+    assert_eq!(sidecar.store().stats(), before, "nothing stored");
+    // Just under the limit: accepted and delivered, not parked.
+    post_ok(sidecar.addr(), &sized_event("fits", 990_000)).await;
+    wait_store_drained(sidecar.store(), std::time::Duration::from_secs(30)).await;
+    assert_eq!(sidecar.store().stats().dead_letters, 0);
+    sidecar.shutdown().await.unwrap();
+
+    // A dead letter stored under a larger limit is not replayed into a smaller one.
+    let mut larger = config.clone();
+    larger.ingest.max_event_bytes = 2 * 1024 * 1024;
+    larger
+        .kafka
+        .properties
+        .insert("message.max.bytes".into(), "3000000".into());
+    let sidecar = start(larger).await;
+    post_poison(&kafka, &sidecar, &sized_event("parked", 1_500_000)).await;
+    sidecar.shutdown().await.unwrap();
+    let sidecar = start(config).await;
+    let dlq: serde_json::Value = get_json(&format!("http://{}/v1/dlq", sidecar.addr())).await;
+    let seq = dlq[0]["seq"].as_u64().unwrap();
+    // `dlq show` has the whole event, data included.
+    let shown = get_json(&format!("http://{}/v1/dlq/{seq}", sidecar.addr())).await;
+    assert_eq!(shown["event"]["id"], "parked");
+    assert_eq!(
+        shown["event"]["data"]["blob"].as_str().unwrap().len(),
+        1_500_000
+    );
+    let response = reqwest::Client::new()
+        .post(format!("http://{}/v1/dlq/{seq}/replay", sidecar.addr()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 413);
+    let problem: serde_json::Value = response.json().await.unwrap();
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("can never be delivered"),
+        "{problem}"
+    );
+    assert_eq!(
+        sidecar.store().stats().dead_letters,
+        1,
+        "still parked, not re-sent"
+    );
+}

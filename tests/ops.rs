@@ -103,16 +103,20 @@ async fn inspect_counts_verifies_and_exports_a_stopped_store() {
     // While it runs, the store is refused with a clear reason.
     let busy = inspect(&data, &[]);
     assert!(!busy.status.success());
-    assert!(String::from_utf8_lossy(&busy.stderr).contains("still running"));
+    let refusal = String::from_utf8_lossy(&busy.stderr);
+    assert!(
+        refusal.contains("holds the store") && refusal.contains("inspect reads a stopped store"),
+        "{refusal}"
+    );
     sidecar.shutdown().await.unwrap();
 
     let ok = inspect(&data, &["--verify"]);
+    // Results on stdout, as one JSON object (so `inspect > file` keeps them).
     let report: serde_json::Value = serde_json::from_str(&stdout(&ok)).unwrap();
-    assert_eq!(report["records_ok"], 4);
-    assert_eq!(report["dead_letters_ok"], 1);
-    let summary = String::from_utf8_lossy(&ok.stderr);
-    assert!(summary.contains("\"backlog_events\": 4"), "{summary}");
-    assert!(summary.contains("\"dead_letters\": 1"), "{summary}");
+    assert_eq!(report["verification"]["records_ok"], 4);
+    assert_eq!(report["verification"]["dead_letters_ok"], 1);
+    assert_eq!(report["backlog_events"], 4);
+    assert_eq!(report["dead_letters"], 1);
 
     let export = dir.path().join("backlog.jsonl");
     let out = inspect(
@@ -139,7 +143,7 @@ async fn inspect_counts_verifies_and_exports_a_stopped_store() {
     let bad = inspect(&data, &["--verify"]);
     assert!(!bad.status.success());
     let report: serde_json::Value = serde_json::from_slice(&bad.stdout).unwrap();
-    assert_eq!(report["corrupt"][0][1], 4);
+    assert_eq!(report["verification"]["corrupt"][0][1], 4);
     assert!(String::from_utf8_lossy(&bad.stderr).contains("1 corrupt values"));
     // The store itself still opens.
     drop(Store::open(StoreConfig::new(&data)).unwrap());

@@ -111,9 +111,10 @@ async fn ingest(app: &App, headers: &HeaderMap, body: Body) -> Result<Accepted, 
                 ErrorKind::TooLarge,
                 at(i, "data"),
                 format!(
-                    "the event takes {} bytes as a Kafka message, more than the {} allowed",
+                    "the event takes {} bytes as a Kafka message, more than the {} allowed ({})",
                     message.size(),
-                    app.ingest.max_event_bytes
+                    app.ingest.max_event_bytes,
+                    app.event_limit_source
                 ),
             )
             .into());

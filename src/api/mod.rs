@@ -3,6 +3,7 @@
 //! and the store, the catalogue and the relay's status.
 
 mod ingest;
+pub use ingest::DUPLICATES_HEADER;
 pub mod problem;
 
 use crate::broker_health::FailureKind;
@@ -27,7 +28,10 @@ use std::time::{Duration, Instant};
 pub struct App {
     pub store: Store,
     pub catalog: Catalog,
+    /// `max_event_bytes` is the effective limit (see [`crate::config::Config::event_limit`]).
     pub ingest: IngestConfig,
+    /// What sets that limit, for the 413 answer.
+    pub event_limit_source: String,
     pub mode: KafkaMode,
     pub relay: StatusHandle,
     pub started: Instant,
@@ -252,22 +256,90 @@ fn dead_letter_json(dead: &crate::store::DeadLetter) -> serde_json::Value {
     })
 }
 
-async fn dlq_list(State(app): State<Arc<App>>, Query(page): Query<Page>) -> Response {
+/// A dead letter's sequence number from the path: a problem naming `seq` when it is not one.
+fn parse_seq(text: &str) -> Result<u64, Problem> {
+    text.parse().map_err(|_| {
+        Problem::new(
+            StatusCode::BAD_REQUEST,
+            "invalid-request",
+            "Invalid request",
+            format!("{text:?} is not a sequence number (a non-negative integer)"),
+        )
+        .with_field("seq")
+    })
+}
+
+async fn dlq_list(
+    State(app): State<Arc<App>>,
+    page: Result<Query<Page>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let page = match page {
+        Ok(Query(page)) => page,
+        Err(e) => {
+            return Problem::new(
+                StatusCode::BAD_REQUEST,
+                "invalid-request",
+                "Invalid request",
+                format!("the query is not `from` and `limit` as integers: {e}"),
+            )
+            .with_field("query")
+            .into_response()
+        }
+    };
     match app.store.dead_letters(page.from, page.limit.min(10_000)) {
         Ok(list) => Json(list.iter().map(dead_letter_json).collect::<Vec<_>>()).into_response(),
         Err(e) => Problem::from(e).into_response(),
     }
 }
 
-async fn dlq_show(State(app): State<Arc<App>>, Path(seq): Path<u64>) -> Response {
+async fn dlq_show(State(app): State<Arc<App>>, Path(seq): Path<String>) -> Response {
+    let seq = match parse_seq(&seq) {
+        Ok(seq) => seq,
+        Err(problem) => return problem.into_response(),
+    };
     match app.store.dead_letter(seq) {
-        Ok(Some(dead)) => Json(dead_letter_json(&dead)).into_response(),
+        Ok(Some(dead)) => {
+            // One dead letter: with the whole event (data included), as it would be sent.
+            let mut json = dead_letter_json(&dead);
+            json["event"] = record::decode::<Record>(&dead.raw)
+                .ok()
+                .and_then(|r| {
+                    crate::event::kafka::from_message(&r.message.headers, &r.message.payload)
+                })
+                .map(|event| crate::event::http::to_json(&event))
+                .unwrap_or(serde_json::Value::Null);
+            Json(json).into_response()
+        }
         Ok(None) => Problem::from(StoreError::NotFound(seq)).into_response(),
         Err(e) => Problem::from(e).into_response(),
     }
 }
 
-async fn dlq_replay(State(app): State<Arc<App>>, Path(seq): Path<u64>) -> Response {
+async fn dlq_replay(State(app): State<Arc<App>>, Path(seq): Path<String>) -> Response {
+    let seq = match parse_seq(&seq) {
+        Ok(seq) => seq,
+        Err(problem) => return problem.into_response(),
+    };
+    // An event the producer can never take would only be parked again.
+    if let Ok(Some(dead)) = app.store.dead_letter(seq) {
+        if let Ok(record) = record::decode::<Record>(&dead.raw) {
+            let size = record.message.size();
+            if size > app.ingest.max_event_bytes {
+                return Problem::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "too-large",
+                    "Too large",
+                    format!(
+                        "dead letter {seq} takes {size} bytes as a Kafka message, more than the {} \
+                         the producer takes ({}): it can never be delivered; purge it, or raise \
+                         the limit first",
+                        app.ingest.max_event_bytes, app.event_limit_source
+                    ),
+                )
+                .into_response();
+            }
+        }
+    }
     let Some(_open) = app.intake.enter().await else {
         return shutting_down(app.retry_after_secs).into_response();
     };
@@ -281,7 +353,11 @@ async fn dlq_replay(State(app): State<Arc<App>>, Path(seq): Path<u64>) -> Respon
     }
 }
 
-async fn dlq_purge(State(app): State<Arc<App>>, Path(seq): Path<u64>) -> Response {
+async fn dlq_purge(State(app): State<Arc<App>>, Path(seq): Path<String>) -> Response {
+    let seq = match parse_seq(&seq) {
+        Ok(seq) => seq,
+        Err(problem) => return problem.into_response(),
+    };
     match app.store.purge(seq).await {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(e) => Problem::from(e).into_response(),

@@ -2,7 +2,7 @@
 //! structured mode (`application/cloudevents+json`) and batched mode
 //! (`application/cloudevents-batch+json`), parsed into [`CloudEvent`]s and validated.
 
-use super::{is_valid_attribute_name, CloudEvent, Data, ErrorKind, EventError};
+use super::{is_json_media_type, is_valid_attribute_name, CloudEvent, Data, ErrorKind, EventError};
 use base64::Engine;
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
@@ -64,10 +64,17 @@ pub fn parse_request<'a>(
     headers: impl Iterator<Item = (&'a str, &'a [u8])> + Clone,
     body: &[u8],
 ) -> Result<Vec<CloudEvent>, EventError> {
-    let has_specversion = headers
-        .clone()
-        .any(|(name, _)| name.eq_ignore_ascii_case("ce-specversion"));
-    match mode_of(content_type, has_specversion)? {
+    let has = |wanted: &str| {
+        headers
+            .clone()
+            .any(|(name, _)| name.eq_ignore_ascii_case(wanted))
+    };
+    // A request with the required attributes as headers is binary mode missing one, not
+    // something else.
+    let looks_binary = ["ce-specversion", "ce-id", "ce-type", "ce-source"]
+        .iter()
+        .any(|h| has(h));
+    match mode_of(content_type, looks_binary)? {
         Mode::Binary => Ok(vec![parse_binary(content_type, headers, body)?]),
         Mode::Structured => Ok(vec![parse_structured(body)?]),
         Mode::Batch => parse_batch(body),
@@ -127,6 +134,19 @@ pub fn parse_binary<'a>(
         field: binary_field(&e.field),
         ..e
     })?;
+    // A body declared as JSON must be JSON: relayed as it is, it would reach consumers that
+    // trust the content type.
+    if !body.is_empty() && content_type.is_some_and(is_json_media_type) {
+        if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(body) {
+            return Err(EventError::invalid(
+                "data",
+                format!(
+                    "the body is not the JSON its content-type {} says: {e}",
+                    content_type.unwrap_or_default()
+                ),
+            ));
+        }
+    }
     Ok(event)
 }
 
