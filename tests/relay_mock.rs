@@ -396,22 +396,17 @@ async fn a_restart_between_append_and_relay_delivers_everything() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn summaries_are_published_per_tenant() {
+async fn summaries_are_published_once_per_batch_with_each_tenant_inside() {
     let kafka = broker();
     let dir = tempfile::tempdir().unwrap();
     let mut config = test_config(&kafka.bootstrap_servers(), dir.path());
     config.relay.publish_summaries = true;
+    // 150 events of 150 tenants in one request, so one batch: one summary per tenant made
+    // that 150 summaries.
     let sidecar = start(config).await;
     let t = "eventzr.integration-hub.integration.installed.v1";
-    let batch: Vec<Value> = (0..4)
-        .map(|n| {
-            event(
-                t,
-                &format!("s{n}"),
-                if n % 2 == 0 { "tenant-a" } else { "tenant-b" },
-                n,
-            )
-        })
+    let batch: Vec<Value> = (0..150)
+        .map(|n| event(t, &format!("s{n}"), &format!("tenant-{n:03}"), n))
         .collect();
     assert_eq!(
         post(sidecar.addr(), BATCH, serde_json::to_vec(&batch).unwrap())
@@ -419,21 +414,122 @@ async fn summaries_are_published_per_tenant() {
             .status,
         202
     );
+    let status = sidecar.relay_status();
+    wait_for("the batch and its summary", Duration::from_secs(30), || {
+        let status = status.clone();
+        async move { status.lock().unwrap().delivered_events == 151 }
+    })
+    .await;
     let topic = edge_outbox::catalog::OUTBOX_PUBLISHED_TYPE.to_string();
     let consumed = consume_async(
         &kafka.bootstrap_servers(),
         &[topic],
-        2,
+        1,
         Duration::from_secs(30),
     )
     .await;
-    assert_eq!(consumed.len(), 2);
-    let mut counts: Vec<(String, u64)> = consumed
-        .iter()
-        .map(|m| (m.key.clone(), m.json()["count"].as_u64().unwrap()))
-        .collect();
-    counts.sort();
-    assert_eq!(counts, vec![("tenant-a".into(), 2), ("tenant-b".into(), 2)]);
+    assert_eq!(consumed.len(), 1, "one summary for the batch");
+    let summary = consumed[0].json();
+    assert_eq!(summary["count"], 150);
+    assert_eq!(summary["tenantCount"], 150);
+    let tenants = summary["tenants"].as_array().unwrap();
+    assert!(tenants.iter().all(|t| t["count"] == 1));
+    assert_eq!(tenants[7]["tenantId"], "tenant-007");
+    assert_eq!(consumed[0].key, "edge-outbox");
     assert_eq!(consumed[0].headers["ce_source"], "edge-outbox");
     sidecar.shutdown().await.unwrap();
+}
+
+/// sled blob files of a megabyte or more under `dir`, and the bytes of all files.
+fn large_blobs(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| {
+                    let path = e.path();
+                    if path.is_dir() {
+                        large_blobs(&path)
+                    } else {
+                        usize::from(
+                            path.to_string_lossy().contains("blobs/")
+                                && e.metadata().is_ok_and(|m| m.len() >= 1_000_000),
+                        )
+                    }
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parked_large_event_costs_its_size_once_and_nothing_after_the_purge() {
+    let kafka = DevBroker::start(1, &Catalog::builtin().topics(), 1).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(&kafka.bootstrap_servers(), dir.path());
+    // A producer that takes megabyte messages; the broker refuses this one (post_poison).
+    config.ingest.max_event_bytes = 2 * 1024 * 1024;
+    config
+        .kafka
+        .properties
+        .insert("message.max.bytes".into(), "3000000".into());
+    config.store.rotate_min_bytes = 2 * 1024 * 1024;
+    config.store.min_free_bytes = 0;
+    let sidecar = start(config).await;
+    let t = "eventzr.integration-hub.provider.created.v1";
+    let mut round = 0;
+    let mut relay_some = |rounds: usize| {
+        let addr = sidecar.addr();
+        let store = sidecar.store().clone();
+        let first = round;
+        round += rounds;
+        async move {
+            for r in first..first + rounds {
+                let batch: Vec<_> = (0..100)
+                    .map(|n| event(t, &format!("c-{r}-{n}"), "t", n))
+                    .collect();
+                let answer = post(addr, BATCH, serde_json::to_vec(&batch).unwrap()).await;
+                assert_eq!(answer.status, 202);
+                wait_store_drained(&store, Duration::from_secs(30)).await;
+            }
+        }
+    };
+    relay_some(2).await;
+    let baseline = sidecar.store().disk_bytes();
+    let mut big = event(t, "big", "t", 0);
+    big["data"]["blob"] = serde_json::json!("x".repeat(1_000_000));
+    post_poison(&kafka, &sidecar, &big).await;
+    // sled writes a leaf over 128 KiB as a blob file, again whenever it rewrites the leaf:
+    // with the letter in the main tree, every few batches wrote another megabyte (6 blob
+    // files after five rounds here; 57 in a sidecar that ran longer).
+    for _ in 0..6 {
+        relay_some(5).await;
+        let blobs = large_blobs(dir.path());
+        assert!(
+            blobs <= 1,
+            "{blobs} blob files of a megabyte for one parked event"
+        );
+    }
+    let seq = sidecar.store().dead_letters(0, 1).unwrap()[0].seq;
+    sidecar.store().purge(seq).await.unwrap();
+    // The next rotation starts a fresh generation and retires the old one with its files.
+    let before = *sidecar.store().generations().last().unwrap();
+    for _ in 0..60 {
+        relay_some(1).await;
+        sidecar.store().maintain().await.unwrap();
+        let generations = sidecar.store().generations();
+        if generations.len() == 1 && generations[0] > before {
+            break;
+        }
+    }
+    assert!(
+        sidecar.store().generations()[0] > before,
+        "a rotation happened"
+    );
+    let purged = sidecar.store().disk_bytes();
+    assert_eq!(large_blobs(dir.path()), 0, "no blob of the letter is left");
+    assert!(
+        purged <= baseline + 512 * 1024,
+        "{purged} bytes after the purge, {baseline} before the park"
+    );
 }

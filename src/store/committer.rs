@@ -167,6 +167,13 @@ struct Group {
     new_dedup: DedupGroup,
     new_dedup_seq: HashMap<Fingerprint, u64>,
     dead_gone: HashSet<u64>,
+    /// Dead letters parked in this group: applied to the dead-letter tree before the main
+    /// tree's writes (a crash between leaves a letter whose record is also still undelivered:
+    /// sent twice at worst, never lost).
+    dead_inserts: Writes,
+    /// Dead letters replayed or purged: applied after the main tree's writes (a replayed
+    /// record is stored before its letter goes).
+    dead_removes: Writes,
     /// Chunks written in this group (new or the extended tail).
     written: Vec<(u64, ChunkMeta, Location)>,
     bytes_in_group: u64,
@@ -248,8 +255,19 @@ impl Committer {
             );
             lives.push(opened.map_err(|e| unavailable(&format!("open generation {id}"), e))?);
         }
-        let active = lives.pop().expect("CURRENT names a generation");
+        let mut active = lives.pop().expect("CURRENT names a generation");
         let draining = lives.pop();
+        let moved = active
+            .generation
+            .move_dead_letters_out_of_the_main_tree()
+            .map_err(|e| unavailable("move dead letters", e))?;
+        if moved > 0 {
+            active
+                .durability
+                .sync()
+                .map_err(|e| unavailable("fdatasync failed", e))?;
+            tracing::info!(moved, "moved dead letters into their own tree");
+        }
         let active_generation = active.generation.clone();
         let tree = &active_generation.tree();
         let version = meta_u64(tree, "schema_version")?;
@@ -271,7 +289,6 @@ impl Committer {
             load_chunks(&live.generation, &mut index.chunks)?;
             index.generations.push(live.generation.clone());
         }
-        let mut active = active;
         recover_log(&mut active, &mut index.chunks)?;
         let mut dedup = DedupIndex::default();
         let window = active_generation.window();
@@ -289,9 +306,11 @@ impl Committer {
                 ),
             }
         }
+        let dead_tree = active_generation.dead();
         let mut stats = Stats {
             cursor: meta_u64(tree, "cursor")?,
-            dead_letters: meta_u64(tree, "dead_letters")?,
+            // Counted, not read: the dead-letter tree and the counter are written apart.
+            dead_letters: dead_tree.len() as u64,
             ..Stats::default()
         };
         let mut last_seq = 0;
@@ -301,7 +320,7 @@ impl Committer {
             stats.backlog_bytes += bytes;
             last_seq = last_seq.max(first + entry.meta.count() - 1);
         }
-        if let Some(item) = tree.scan_prefix([keys::DEAD]).next_back() {
+        if let Some(item) = dead_tree.iter().next_back() {
             last_seq = last_seq.max(keys::seq_of(&item.map_err(read_error)?.0));
         }
         stats.next_seq = meta_u64(tree, "next_seq")?.max(last_seq + 1).max(1);
@@ -560,8 +579,24 @@ impl Committer {
         // durable applies them all with its own.
         self.deferred.absorb(std::mem::take(&mut group.active));
         let waiting = self.deferred_since.get_or_insert_with(Instant::now);
-        if group.checkpoint || waiting.elapsed() >= APPLY_EVERY {
-            self.apply_deferred(group.checkpoint)?;
+        if group.checkpoint {
+            // One sled log for all trees, one flush: parked letters before, replayed or purged
+            // ones after the main tree's writes, in the log's order.
+            let dead = self.active.generation.dead();
+            apply_to(&dead, std::mem::take(&mut group.dead_inserts))?;
+            self.apply_deferred(false)?;
+            let removed = !group.dead_removes.is_empty();
+            apply_to(&dead, std::mem::take(&mut group.dead_removes))?;
+            drop(dead);
+            if removed && group.stats.dead_letters == 0 {
+                self.active
+                    .generation
+                    .drop_dead_tree_if_empty()
+                    .map_err(|e| format!("dropping the emptied dead-letter tree failed: {e}"))?;
+            }
+            self.apply_deferred(true)?;
+        } else if waiting.elapsed() >= APPLY_EVERY {
+            self.apply_deferred(false)?;
         }
         if group.draining_touched {
             if let Some(draining) = &mut self.draining {
@@ -779,7 +814,7 @@ impl Committer {
         let already = self
             .active
             .generation
-            .tree()
+            .dead()
             .contains_key(keys::dead(seq))
             .map_err(read_error)?;
         let dead = DeadLetter {
@@ -788,7 +823,9 @@ impl Committer {
             error,
             parked_ms: now_ms(),
         };
-        group.active.insert(&keys::dead(seq), record::encode(&dead));
+        group
+            .dead_inserts
+            .insert(&keys::dead(seq), record::encode(&dead));
         // A crash between the two generations' syncs can leave it parked and undelivered;
         // parking it again then replaces the letter instead of counting it twice.
         if !already {
@@ -804,7 +841,7 @@ impl Committer {
         let value = self
             .active
             .generation
-            .tree()
+            .dead()
             .get(keys::dead(seq))
             .map_err(read_error)?
             .ok_or(StoreError::NotFound(seq))?;
@@ -829,7 +866,7 @@ impl Committer {
             || !self
                 .active
                 .generation
-                .tree()
+                .dead()
                 .contains_key(keys::dead(seq))
                 .map_err(read_error)?
         {
@@ -840,7 +877,7 @@ impl Committer {
     }
 
     fn remove_dead(&self, group: &mut Group, seq: u64) {
-        group.active.remove(&keys::dead(seq));
+        group.dead_removes.remove(&keys::dead(seq));
         group.dead_gone.insert(seq);
         group.stats.dead_letters = group.stats.dead_letters.saturating_sub(1);
     }
@@ -1022,12 +1059,17 @@ impl Committer {
             .and_then(|(new, durability)| Live::new(new, durability, true))
             .map_err(|e| e.to_string())?;
         let mut batch = Writes::default();
-        for prefix in [keys::DEAD, keys::META] {
-            for item in self.active.generation.tree().scan_prefix([prefix]) {
-                let (key, value) = item.map_err(|e| e.to_string())?;
-                batch.insert(key, value);
-            }
+        for item in self.active.generation.tree().scan_prefix([keys::META]) {
+            let (key, value) = item.map_err(|e| e.to_string())?;
+            batch.insert(key, value);
         }
+        // The dead letters go first; the main tree's durable batch below flushes them too.
+        let mut dead = Writes::default();
+        for item in self.active.generation.dead().iter() {
+            let (key, value) = item.map_err(|e| e.to_string())?;
+            dead.insert(key, value);
+        }
+        apply_to(&live.generation.dead(), dead)?;
         let packs = self.repack_dedup(&live.generation.window())?;
         let log_start = live.writer.as_ref().map(SegmentWriter::position);
         batch.insert(
@@ -1139,6 +1181,15 @@ fn name_chunk(batch: &mut Writes, first: u64, meta: &ChunkMeta, location: &Locat
     batch.insert(&keys::chunk(first), &location_value);
     batch.insert(&keys::chunk_meta(first), meta_value);
     bytes
+}
+
+/// Applies a batch to a tree (not durable: a flush of its generation makes it so).
+fn apply_to(tree: &sled::Tree, batch: Writes) -> Result<(), String> {
+    if batch.is_empty() {
+        return Ok(());
+    }
+    tree.apply_batch(batch.into_batch())
+        .map_err(|e| format!("write failed: {e}"))
 }
 
 /// Applies a batch to a generation and makes it durable.

@@ -37,6 +37,10 @@ struct Handle {
     /// tree so that its leaf is never rewritten by the inserts of later commits (sled rewrites a
     /// leaf whole, and this value is a blob file of many megabytes).
     window: sled::Tree,
+    /// The dead letters (`d` keys), kept apart from the main tree for the same reason: a
+    /// parked record can be a megabyte, and in the main tree its leaf was rewritten (a new blob
+    /// file each time) by the chunk and de-duplication writes of every later commit.
+    dead: sled::Tree,
 }
 
 /// The generation's tree, held open while this lives.
@@ -62,7 +66,13 @@ fn open_handle(dir: &Path, cache_bytes: u64) -> io::Result<Handle> {
     )?;
     let tree = db.open_tree("outbox").map_err(io::Error::other)?;
     let window = db.open_tree(WINDOW_TREE).map_err(io::Error::other)?;
-    Ok(Handle { db, tree, window })
+    let dead = db.open_tree(DEAD_TREE).map_err(io::Error::other)?;
+    Ok(Handle {
+        db,
+        tree,
+        window,
+        dead,
+    })
 }
 
 impl Generation {
@@ -98,6 +108,55 @@ impl Generation {
             .expect("a generation is open between reopens")
             .window
             .clone()
+    }
+
+    /// The tree of dead letters (keys and values as the main tree's `d` entries had them).
+    /// Written by parks, replays and purges, in order with the main tree (see the committer).
+    pub fn dead(&self) -> sled::Tree {
+        self.handle
+            .read()
+            .expect("generation lock")
+            .as_ref()
+            .expect("a generation is open between reopens")
+            .dead
+            .clone()
+    }
+
+    /// Moves dead letters that an earlier release kept in the main tree into the dead-letter
+    /// tree (one flush; a crash midway leaves copies in both, moved again on the next open).
+    /// The caller syncs. Returns how many moved.
+    pub fn move_dead_letters_out_of_the_main_tree(&self) -> io::Result<usize> {
+        let dead = self.dead();
+        let tree = self.tree();
+        let mut removes = sled::Batch::default();
+        let mut moved = 0;
+        for item in tree.scan_prefix([super::keys::DEAD]) {
+            let (key, value) = item.map_err(io::Error::other)?;
+            dead.insert(&key, value).map_err(io::Error::other)?;
+            removes.remove(key);
+            moved += 1;
+        }
+        if moved > 0 {
+            tree.apply_batch(removes).map_err(io::Error::other)?;
+            tree.flush().map_err(io::Error::other)?;
+        }
+        Ok(moved)
+    }
+
+    /// Drops the dead-letter tree once it is empty and opens a fresh one: sled then frees its
+    /// pages, and with them the blob files of the letters it held (removing keys only appends
+    /// to the leaf, which keeps its old blob until sled rewrites it). Not durable by itself.
+    pub fn drop_dead_tree_if_empty(&self) -> io::Result<bool> {
+        let mut guard = self.handle.write().expect("generation lock");
+        let handle = guard
+            .as_mut()
+            .expect("a generation is open between reopens");
+        if !handle.dead.is_empty() {
+            return Ok(false);
+        }
+        handle.db.drop_tree(DEAD_TREE).map_err(io::Error::other)?;
+        handle.dead = handle.db.open_tree(DEAD_TREE).map_err(io::Error::other)?;
+        Ok(true)
     }
 
     /// sled's flush (not an fsync: see [`Durability`]).
@@ -149,6 +208,9 @@ pub fn open_sled(config: sled::Config) -> io::Result<sled::Db> {
 
 /// The name of the tree that [`Generation::window`] opens.
 pub const WINDOW_TREE: &str = "window";
+
+/// The name of the dead-letter tree.
+pub const DEAD_TREE: &str = "dead_letters";
 
 pub fn dir_of(root: &Path, id: u64) -> PathBuf {
     root.join(format!("gen-{id:06}"))

@@ -174,7 +174,7 @@ impl Inspector {
                     .map_or(0, |(first, meta, _, _)| first + meta.count()),
             ),
             cursor: self.meta("cursor")?,
-            dead_letters: self.meta("dead_letters")?,
+            dead_letters: self.dead_letter_items()?.count() as u64,
             chunks: chunks.len() as u64,
             disk_bytes: generation::disk_usage(&self.dir),
             ..Summary::default()
@@ -206,6 +206,16 @@ impl Inspector {
         Ok(summary)
     }
 
+    /// The dead letters of the active generation: its dead-letter tree, then any the release
+    /// before kept in the main tree (moved out when a sidecar next opens the store).
+    fn dead_letter_items(
+        &self,
+    ) -> anyhow::Result<impl Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>> + '_> {
+        let (_, db, _) = self.generations.last().expect("at least one generation");
+        let dead = db.open_tree(generation::DEAD_TREE)?;
+        Ok(dead.iter().chain(self.active().scan_prefix([keys::DEAD])))
+    }
+
     /// Decodes every undelivered record and dead letter; `progress` is told each value checked.
     pub fn verify(&self, mut progress: impl FnMut()) -> anyhow::Result<Verification> {
         let mut out = Verification::default();
@@ -216,7 +226,7 @@ impl Inspector {
             }
             progress();
         })?;
-        for item in self.active().scan_prefix([keys::DEAD]) {
+        for item in self.dead_letter_items()? {
             let (key, value) = item?;
             match record::decode::<DeadLetter>(&value) {
                 Ok(_) => out.dead_letters_ok += 1,
@@ -248,7 +258,7 @@ impl Inspector {
             Ok(())
         };
         if dead {
-            for item in self.active().scan_prefix([keys::DEAD]) {
+            for item in self.dead_letter_items()? {
                 let (key, value) = item?;
                 let line = match record::decode::<DeadLetter>(&value) {
                     Ok(d) => (d.seq, Ok(d.raw), Some(d.error)),

@@ -7,7 +7,8 @@
 //! |--------|--------------------|--------------------------------------------------------------|
 //! | `c`    | first seq (u64 BE) | where a [chunk](super::chunk)'s records are in its segments  |
 //! | `k`    | first seq (u64 BE) | its [`ChunkMeta`](super::chunk::ChunkMeta)                   |
-//! | `d`    | seq (u64 BE)       | encoded [`DeadLetter`](super::DeadLetter)                    |
+//! | `d`    | seq (u64 BE)       | encoded [`DeadLetter`](super::DeadLetter), in the generation's |
+//! |        |                    | own dead-letter tree (a parked record can be a megabyte)     |
 //! | `h`    | first seq (u64 BE) | a [`DedupGroup`](super::dedup::DedupGroup)                   |
 //! | `m`    | name               | u64 BE (next sequence number, cursor, schema version), and   |
 //! |        |                    | `log_end`: up to where sled reflects the segment files       |

@@ -495,7 +495,7 @@ impl Store {
     /// Dead letters in sequence order, starting at `from`, at most `limit`.
     pub fn dead_letters(&self, from: u64, limit: usize) -> Result<Vec<DeadLetter>, StoreError> {
         self.active()
-            .tree()
+            .dead()
             .range(keys::dead(from)..=keys::dead(u64::MAX))
             .take(limit)
             .map(|item| {
@@ -510,7 +510,7 @@ impl Store {
     pub fn dead_letter(&self, seq: u64) -> Result<Option<DeadLetter>, StoreError> {
         match self
             .active()
-            .tree()
+            .dead()
             .get(keys::dead(seq))
             .map_err(|e| unavailable("read", e))?
         {

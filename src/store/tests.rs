@@ -677,3 +677,42 @@ async fn delivered_segment_files_are_deleted_and_the_rest_kept() {
     let store = open(dir.path());
     assert_eq!(backlog_seqs(&store), vec![keep]);
 }
+
+#[tokio::test]
+async fn dead_letters_an_earlier_release_kept_in_the_main_tree_are_moved_to_their_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let seq = store.append(vec![record("s", "1", "a")]).await.unwrap()[0].seq;
+    store.close().await;
+    drop(store);
+    // As the release before wrote a parked record: in the main tree, under `d`.
+    {
+        let (generation, _) = Generation::open(dir.path(), 1, 1 << 20).unwrap();
+        let raw = record::encode(&record("s", "parked", "a"));
+        let dead = DeadLetter {
+            seq: seq + 1,
+            raw,
+            error: "refused".into(),
+            parked_ms: now_ms(),
+        };
+        let tree = generation.tree();
+        tree.insert(keys::dead(seq + 1), record::encode(&dead))
+            .unwrap();
+        tree.insert(keys::meta("next_seq"), &(seq + 2).to_be_bytes())
+            .unwrap();
+        tree.flush().unwrap();
+    }
+    let store = open(dir.path());
+    assert_eq!(store.stats().dead_letters, 1);
+    let letters = store.dead_letters(0, 10).unwrap();
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].error, "refused");
+    assert_eq!(store.replay(seq + 1).await.unwrap(), seq + 2);
+    assert_eq!(store.stats().dead_letters, 0);
+    assert_eq!(store.stats().backlog_events, 2);
+    store.close().await;
+    drop(store);
+    let (generation, _) = Generation::open(dir.path(), 1, 1 << 20).unwrap();
+    assert_eq!(generation.tree().scan_prefix([keys::DEAD]).count(), 0);
+    assert_eq!(generation.dead().len(), 0);
+}
