@@ -156,7 +156,8 @@ pub struct KafkaConfig {
     /// Comma-separated bootstrap servers.
     pub brokers: String,
     pub client_id: String,
-    /// `none`, `gzip`, `snappy`, `lz4` or `zstd`.
+    /// `none`, `gzip`, `snappy`, `lz4` or `zstd`. gzip by default: every client reads it
+    /// without plug-ins (kafkajs, the most used Node client, needs one for snappy, lz4, zstd).
     pub compression: String,
     /// How long librdkafka keeps retrying one message before reporting it as timed out.
     /// Very large by default: a timed-out run of messages could land behind its successors.
@@ -434,7 +435,7 @@ impl Default for KafkaConfig {
         KafkaConfig {
             brokers: String::new(),
             client_id: "edge-outbox".into(),
-            compression: "lz4".into(),
+            compression: "gzip".into(),
             // librdkafka's maximum: in effect, retry forever.
             delivery_timeout: Duration::from_millis(i32::MAX as u64),
             create_topics: false,
