@@ -108,6 +108,8 @@ async fn an_unreachable_cluster_shows_in_status_and_readiness_and_its_recovery_t
         "a line said twice: {errors:#?}"
     );
     assert!(log.contains("the Kafka cluster answers again"), "{log}");
+    // A log file carries no colour codes.
+    assert!(!log.contains('\u{1b}'), "ANSI escapes in a log file");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

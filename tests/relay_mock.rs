@@ -533,3 +533,128 @@ async fn a_parked_large_event_costs_its_size_once_and_nothing_after_the_purge() 
         "{purged} bytes after the purge, {baseline} before the park"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_adopter_keeps_and_reports_a_store_with_dead_letters_and_removes_an_empty_one() {
+    use edge_outbox::store::{Store, StoreConfig};
+    let kafka = broker();
+    let root = tempfile::tempdir().unwrap();
+    // Two stores left behind: one with an undelivered event and a dead letter, one with an
+    // undelivered event only.
+    for (pod, park) in [("pod-dead", true), ("pod-plain", false)] {
+        let store = Store::open(StoreConfig::new(root.path().join(pod))).unwrap();
+        let t = "eventzr.integration-hub.provider.created.v1";
+        let records: Vec<_> = (0..2)
+            .map(|n| {
+                let mut r = edge_outbox::loadgen::sample_record(&Catalog::builtin(), n);
+                r.message.topic = t.into();
+                r.event_id = format!("{pod}-{n}");
+                r
+            })
+            .collect();
+        let seqs: Vec<u64> = store
+            .append(records)
+            .await
+            .unwrap()
+            .iter()
+            .map(|a| a.seq)
+            .collect();
+        if park {
+            store
+                .park(seqs[0], "refused by the test".into())
+                .await
+                .unwrap();
+        }
+        store.close().await;
+    }
+    let mut config = test_config(&kafka.bootstrap_servers(), root.path());
+    let port = free_port();
+    config.listen = format!("127.0.0.1:{port}").parse().unwrap();
+    let settings = edge_outbox::adopt::AdoptSettings {
+        root: root.path().to_path_buf(),
+        scan_interval: Duration::from_millis(100),
+        min_idle: Duration::ZERO,
+    };
+    let (sender, shutdown) = edge_outbox::shutdown::channel();
+    let adopter = tokio::spawn(edge_outbox::adopt::run(config, settings, shutdown));
+    let url = format!("http://127.0.0.1:{port}/v1/status");
+    wait_for("both stores handled", Duration::from_secs(30), || {
+        let url = url.clone();
+        async move {
+            let Ok(response) = reqwest::get(&url).await else {
+                return false;
+            };
+            let status: Value = response.json().await.unwrap();
+            status["drained"] == 1 && status["kept"]["pod-dead"] == 1
+        }
+    })
+    .await;
+    assert!(
+        !root.path().join("pod-plain").exists(),
+        "the empty store is removed"
+    );
+    assert!(
+        root.path().join("pod-dead").exists(),
+        "the store with a dead letter is kept"
+    );
+    let metrics = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("edge_outbox_adopter_stores_kept 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("edge_outbox_adopter_stores_drained_total 1"),
+        "{metrics}"
+    );
+    sender.stop();
+    adopter.await.unwrap().unwrap();
+    // The kept store still holds its letter, and nothing else.
+    let store = Store::open(StoreConfig::new(root.path().join("pod-dead"))).unwrap();
+    assert_eq!(store.stats().dead_letters, 1);
+    assert_eq!(store.stats().backlog_events, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_unlimited_lifts_the_rate_limit_for_the_drain_only() {
+    let kafka = broker();
+    for unlimited in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = test_config(&kafka.bootstrap_servers(), dir.path());
+        // One event a second: 40 events cannot drain within the 3 s deadline unless unlimited.
+        config.relay.max_events_per_second = "1".parse().unwrap();
+        config.relay.flush_interval = Duration::from_secs(3600);
+        config.shutdown.intake_grace = Duration::ZERO;
+        config.shutdown.drain_timeout = Duration::from_secs(3);
+        config.shutdown.drain_unlimited = unlimited;
+        let sidecar = start(config).await;
+        let t = "eventzr.integration-hub.provider.created.v1";
+        let batch: Vec<Value> = (0..40)
+            .map(|n| event(t, &format!("u{unlimited}-{n}"), "t", n))
+            .collect();
+        let answer = post(sidecar.addr(), BATCH, serde_json::to_vec(&batch).unwrap()).await;
+        assert_eq!(answer.status, 202);
+        let report = sidecar.drain(std::future::pending()).await.unwrap();
+        if unlimited {
+            assert_eq!(
+                report.end,
+                edge_outbox::sidecar::DrainEnd::Drained,
+                "{report:?}"
+            );
+            assert_eq!(report.left.events, 0);
+        } else {
+            assert_eq!(
+                report.end,
+                edge_outbox::sidecar::DrainEnd::DeadlinePassed,
+                "{report:?}"
+            );
+            assert!(report.left.events > 0);
+            let topic = &report.left.per_topic[t];
+            assert_eq!(topic.0, report.left.events, "{report:?}");
+        }
+    }
+}

@@ -45,7 +45,6 @@ impl SidecarProcess {
             .arg("--data-dir")
             .arg(&self.data)
             .env("RUST_LOG", "info,librdkafka=off,edge_outbox::kafka=off")
-            .env("NO_COLOR", "1")
             .stdout(Stdio::null())
             .stderr(Stdio::from(log))
             .spawn()
