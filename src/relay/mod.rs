@@ -490,9 +490,12 @@ impl Relay {
                 }
                 class => {
                     // After a delivery timeout the idempotent producer's sequence state is
-                    // uncertain. librdkafka would bump the epoch, which not every broker
-                    // handles (tansu 0.6.0 takes its storage down); a fresh producer, with
-                    // a new producer id, is the reset every broker supports.
+                    // uncertain. librdkafka would bump the epoch (KIP-360), which Apache Kafka
+                    // handles but not every Kafka-protocol broker does (tansu 0.6.0 took its
+                    // storage down); a fresh producer, with a new producer id, is the reset
+                    // every broker supports, at the cost of one InitProducerId request. The
+                    // relay goes on only once every report of the batch is in, so nothing of
+                    // the old producer is still in flight.
                     let timed_out = matches!(
                         error,
                         KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut)

@@ -6,6 +6,7 @@
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::ClientConfig;
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -293,6 +294,58 @@ impl Kafka {
         format!("127.0.0.1:{}", node.port)
     }
 
+    fn index_of(&self, id: u32) -> usize {
+        self.nodes
+            .iter()
+            .position(|n| n.id == id)
+            .expect("a node of this cluster")
+    }
+
+    /// The node id leading `topic`'s `partition`, as the cluster's metadata says.
+    pub fn leader_of(&self, topic: &str, partition: i32) -> u32 {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", self.bootstrap())
+            .create()
+            .unwrap();
+        let metadata = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .unwrap();
+        let leader = metadata.topics()[0]
+            .partitions()
+            .iter()
+            .find(|p| p.id() == partition)
+            .expect("the partition exists")
+            .leader();
+        leader as u32
+    }
+
+    /// SIGKILL one node.
+    pub fn kill_node(&mut self, id: u32) {
+        let index = self.index_of(id);
+        if let Some(mut child) = self.nodes[index].child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts one killed node again on its ports and storage (not awaited: the others serve).
+    pub fn start_node(&mut self, id: u32) {
+        let index = self.index_of(id);
+        assert!(self.nodes[index].child.is_none(), "node {id} runs");
+        self.spawn(index);
+    }
+
+    /// SIGSTOP (`"STOP"`) or SIGCONT (`"CONT"`) one node: a broker that hangs, then resumes.
+    pub fn signal_node(&self, id: u32, signal: &str) {
+        let index = self.index_of(id);
+        let pid = self.nodes[index].child.as_ref().expect("running").id();
+        assert!(Command::new("kill")
+            .args([&format!("-{signal}"), &pid.to_string()])
+            .status()
+            .unwrap()
+            .success());
+    }
+
     /// SIGKILL every node.
     pub fn kill(&mut self) {
         for node in &mut self.nodes {
@@ -310,6 +363,54 @@ impl Kafka {
             self.spawn(i);
         }
         self.await_ready();
+    }
+
+    /// The partition Kafka's own Java producer (kafka-clients, default partitioner) picks for
+    /// each key, sending one record per key to `topic`: `tests/kafka/JavaPartitions.java`,
+    /// compiled here with the broker's jars.
+    pub fn java_partitions(&self, topic: &str, keys: &[String]) -> HashMap<String, i32> {
+        let classes = self.dir().join("java-classes");
+        std::fs::create_dir_all(&classes).unwrap();
+        let source = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/kafka/JavaPartitions.java"
+        );
+        let compiled = Command::new("javac")
+            .arg("-cp")
+            .arg(libs().join("*"))
+            .arg("-d")
+            .arg(&classes)
+            .arg(source)
+            .output()
+            .expect("javac runs (Java 17)");
+        assert!(
+            compiled.status.success(),
+            "javac: {}",
+            String::from_utf8_lossy(&compiled.stderr)
+        );
+        let classpath = format!("{}:{}", libs().join("*").display(), classes.display());
+        let output = Command::new("java")
+            .args(["-cp", &classpath])
+            .arg(format!(
+                "-Dlog4j2.configurationFile={}",
+                self.dir().join("log4j2.yaml").display()
+            ))
+            .args(["JavaPartitions", &self.bootstrap(), topic])
+            .args(keys)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "the Java producer: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .map(|line| {
+                let (key, partition) = line.split_once('\t').expect("key<TAB>partition");
+                (key.to_string(), partition.parse().unwrap())
+            })
+            .collect()
     }
 
     /// Creates topics with the sidecar's own `topics create` command.
@@ -336,6 +437,14 @@ impl Kafka {
 
 impl Drop for Kafka {
     fn drop(&mut self) {
+        // A stopped node would not die of SIGKILL until continued on some kernels' views of it.
+        for node in &self.nodes {
+            if let Some(child) = &node.child {
+                let _ = Command::new("kill")
+                    .args(["-CONT", &child.id().to_string()])
+                    .status();
+            }
+        }
         self.kill();
         if std::thread::panicking() {
             if let Some(dir) = self.dir.take() {
