@@ -92,6 +92,9 @@ pub enum Command {
             default_value = "http://127.0.0.1:8080"
         )]
         url: String,
+        /// The file with the sidecar's admin token (admin.token_file), sent as a bearer token.
+        #[arg(long, global = true, env = "EDGE_OUTBOX_ADMIN_TOKEN_FILE")]
+        token_file: Option<PathBuf>,
         #[command(subcommand)]
         action: crate::ops::DlqAction,
     },
@@ -444,7 +447,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Bench(args) => bench(args).await,
         Command::Status { url, json } => crate::ops::status(url.trim_end_matches('/'), json).await,
-        Command::Dlq { url, action } => crate::ops::dlq(url.trim_end_matches('/'), action).await,
+        Command::Dlq {
+            url,
+            token_file,
+            action,
+        } => {
+            let token = crate::config::AdminConfig { token_file }.token()?;
+            crate::ops::dlq(url.trim_end_matches('/'), token.as_deref(), action).await
+        }
         Command::Inspect {
             data_dir,
             verify,

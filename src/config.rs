@@ -22,8 +22,14 @@ pub const RECORD_OVERHEAD_BYTES: usize = 512;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
-    /// Address of the HTTP API. Loopback by default: only the pod's own containers reach it.
+    /// Address of the HTTP API (ingest, status, dead-letter administration). Loopback by
+    /// default: only the pod's own containers reach it. Any other address needs
+    /// `admin.token_file`.
     pub listen: SocketAddr,
+    /// A second listener serving only `/metrics`, `/healthz` and `/readyz` (say `0.0.0.0:9090`,
+    /// for Prometheus and kubelet on the pod's address); off by default.
+    pub ops_listen: Option<SocketAddr>,
+    pub admin: AdminConfig,
     /// Directory of the sled store.
     pub data_dir: PathBuf,
     pub ingest: IngestConfig,
@@ -33,6 +39,42 @@ pub struct Config {
     pub readiness: ReadinessConfig,
     pub shutdown: ShutdownConfig,
     pub log: LogConfig,
+}
+
+/// Who may use the dead-letter administration routes (`/v1/dlq`: list, show, replay, purge).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    /// A file holding the bearer token those routes then require (`Authorization: Bearer
+    /// TOKEN`; `edge-outbox dlq --token-file`). Required when `listen` is not a loopback
+    /// address; optional, and then enforced, on loopback.
+    pub token_file: Option<PathBuf>,
+}
+
+impl AdminConfig {
+    /// The token, read from its file (surrounding whitespace dropped); `None` without a file.
+    pub fn token(&self) -> Result<Option<String>, ConfigError> {
+        let Some(path) = &self.token_file else {
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            bad(
+                "admin.token_file",
+                format!("cannot read {}: {e}", path.display()),
+            )
+        })?;
+        let token = text.trim().to_string();
+        if token.len() < 16 {
+            return Err(bad(
+                "admin.token_file",
+                format!(
+                    "{} holds no token of at least 16 characters",
+                    path.display()
+                ),
+            ));
+        }
+        Ok(Some(token))
+    }
 }
 
 /// What SIGTERM (or Ctrl-C) does: the relay delivers the whole backlog at once, batch after
@@ -373,6 +415,8 @@ impl Default for Config {
     fn default() -> Config {
         Config {
             listen: "127.0.0.1:8080".parse().expect("valid address"),
+            ops_listen: None,
+            admin: AdminConfig::default(),
             data_dir: PathBuf::from("./data"),
             ingest: IngestConfig::default(),
             store: StoreSettings::default(),
@@ -655,6 +699,21 @@ impl Config {
                 "kafka.topic_replication",
                 "must be -1 (the cluster default) or at least 1",
             ));
+        }
+        if !self.listen.ip().is_loopback() && self.admin.token_file.is_none() {
+            return Err(bad(
+                "admin.token_file",
+                format!(
+                    "listen is {}, not a loopback address: the dead-letter routes (replay, purge) \
+                     would be open to every pod of the cluster; set admin.token_file, or keep \
+                     listen on 127.0.0.1 and use ops_listen for metrics and probes",
+                    self.listen
+                ),
+            ));
+        }
+        self.admin.token()?;
+        if self.ops_listen.is_some_and(|ops| ops == self.listen) {
+            return Err(bad("ops_listen", "must differ from listen"));
         }
         if self.shutdown.intake_grace > self.shutdown.drain_timeout {
             return Err(bad(

@@ -121,6 +121,7 @@ fn ingest_harness() -> &'static IngestHarness {
             // Never shut down: the sender is dropped at once.
             shutdown: crate::shutdown::channel().1,
             broker: Default::default(),
+            admin_token: None,
             max_broker_outage: std::time::Duration::from_secs(60),
         };
         IngestHarness {

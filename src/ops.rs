@@ -7,8 +7,21 @@ use serde_json::Value;
 use std::time::Duration;
 
 fn client() -> anyhow::Result<reqwest::Client> {
+    client_with(None)
+}
+
+/// A client that sends `token` as a bearer token with every request.
+fn client_with(token: Option<&str>) -> anyhow::Result<reqwest::Client> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(token) = token {
+        let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+            .context("the admin token is not a valid header value")?;
+        value.set_sensitive(true);
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
     Ok(reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
+        .default_headers(headers)
         .build()?)
 }
 
@@ -184,8 +197,8 @@ fn targets(seq: Option<u64>, all: bool, verb: &str) -> anyhow::Result<Option<u64
 }
 
 /// `edge-outbox dlq ...`.
-pub async fn dlq(url: &str, action: DlqAction) -> anyhow::Result<()> {
-    let http = client()?;
+pub async fn dlq(url: &str, token: Option<&str>, action: DlqAction) -> anyhow::Result<()> {
+    let http = client_with(token)?;
     match action {
         DlqAction::List { json } => {
             let list = call(

@@ -202,13 +202,33 @@ impl Sidecar {
             intake: intake.clone(),
             shutdown: watcher.clone(),
             broker,
+            admin_token: config.admin.token()?,
             max_broker_outage: config.readiness.max_broker_outage,
         });
+        let ops = match config.ops_listen {
+            Some(ops_addr) => {
+                let ops_listener = tokio::net::TcpListener::bind(ops_addr)
+                    .await
+                    .with_context(|| format!("listening on {ops_addr} (ops_listen)"))?;
+                let mut ops_watch = watcher.clone();
+                let router = api::ops_router(app.clone());
+                Some(tokio::spawn(async move {
+                    axum::serve(ops_listener, router)
+                        .with_graceful_shutdown(async move { ops_watch.stopping().await })
+                        .await
+                }))
+            }
+            None => None,
+        };
         let mut server_watch = watcher.clone();
         let server = tokio::spawn(async move {
-            axum::serve(listener, api::router(app))
+            let served = axum::serve(listener, api::router(app))
                 .with_graceful_shutdown(async move { server_watch.stopping().await })
-                .await
+                .await;
+            if let Some(ops) = ops {
+                ops.await.map_err(std::io::Error::other)??;
+            }
+            served
         });
         if config.kafka.create_topics {
             tokio::spawn(provision_topics(
@@ -220,7 +240,13 @@ impl Sidecar {
         }
         let relay = tokio::spawn(relay.run(watcher));
         let memory = crate::memory::spawn_release_task();
-        tracing::info!(%addr, data_dir = %config.data_dir.display(), brokers = %config.kafka.brokers, "edge-outbox is serving");
+        tracing::info!(
+            %addr,
+            ops = ?config.ops_listen,
+            data_dir = %config.data_dir.display(),
+            brokers = %config.kafka.brokers,
+            "edge-outbox is serving"
+        );
         Ok(Sidecar {
             addr,
             store,

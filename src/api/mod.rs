@@ -46,6 +46,8 @@ pub struct App {
     pub shutdown: Shutdown,
     /// Whether the cluster answers and takes our credentials.
     pub broker: Arc<crate::broker_health::BrokerHealth>,
+    /// The bearer token the dead-letter routes require, when `admin.token_file` is set.
+    pub admin_token: Option<String>,
     pub max_broker_outage: Duration,
 }
 
@@ -92,7 +94,17 @@ fn shutting_down(retry_after_secs: u64) -> Problem {
     .retry_after(retry_after_secs)
 }
 
+/// The data plane (`listen`): ingest, status, the catalogue, and the dead-letter routes, which
+/// need the admin token when one is configured.
 pub fn router(app: Arc<App>) -> Router {
+    let admin = Router::new()
+        .route("/v1/dlq", get(dlq_list))
+        .route("/v1/dlq/{seq}", get(dlq_show).delete(dlq_purge))
+        .route("/v1/dlq/{seq}/replay", post(dlq_replay))
+        .route_layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            require_admin_token,
+        ));
     Router::new()
         .route("/v1/events", post(ingest::post_events))
         .route("/healthz", get(|| async { "ok\n" }))
@@ -100,12 +112,61 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/status", get(status))
         .route("/metrics", get(metrics))
         .route("/v1/topics", get(topics))
-        .route("/v1/dlq", get(dlq_list))
-        .route("/v1/dlq/{seq}", get(dlq_show).delete(dlq_purge))
-        .route("/v1/dlq/{seq}/replay", post(dlq_replay))
+        .merge(admin)
         // The ingest handler enforces its own limit, with a problem+json answer.
         .layer(DefaultBodyLimit::disable())
         .with_state(app)
+}
+
+/// The operations plane (`ops_listen`): metrics and probes only, nothing that reads events or
+/// changes the store.
+pub fn ops_router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(app)
+}
+
+/// `401` unless the request carries `Authorization: Bearer <admin token>` (when one is set).
+async fn require_admin_token(
+    State(app): State<Arc<App>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let Some(expected) = &app.admin_token else {
+        return next.run(request).await;
+    };
+    let given = request
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let matches = given.is_some_and(|given| {
+        // Compared in full whatever the first difference, so that timing tells nothing.
+        given.len() == expected.len()
+            && given
+                .bytes()
+                .zip(expected.bytes())
+                .fold(0u8, |diff, (a, b)| diff | (a ^ b))
+                == 0
+    });
+    if matches {
+        return next.run(request).await;
+    }
+    let mut response = Problem::new(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        "Unauthorized",
+        "the dead-letter routes need `Authorization: Bearer <token>` with the token of \
+         admin.token_file (`edge-outbox dlq --token-file FILE`)",
+    )
+    .into_response();
+    response.headers_mut().insert(
+        axum::http::header::WWW_AUTHENTICATE,
+        axum::http::HeaderValue::from_static("Bearer"),
+    );
+    response
 }
 
 fn oldest_age_ms(store: &Store) -> Option<u64> {
