@@ -413,6 +413,62 @@ impl Kafka {
             .collect()
     }
 
+    /// Creates a topic with topic-level settings (`max.message.bytes`, ...) through the admin API.
+    pub fn create_topic_with(&self, topic: &str, partitions: i32, configs: &[(&str, &str)]) {
+        use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+        let admin: AdminClient<rdkafka::client::DefaultClientContext> = ClientConfig::new()
+            .set("bootstrap.servers", self.bootstrap())
+            .create()
+            .unwrap();
+        let replication = self.nodes.len().min(3) as i32;
+        let mut new = NewTopic::new(topic, partitions, TopicReplication::Fixed(replication));
+        for (key, value) in configs {
+            new = new.set(key, value);
+        }
+        // On a thread of its own with a runtime of its own: callers may be async tests.
+        let results = std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .unwrap()
+                        .block_on(admin.create_topics(&[new], &AdminOptions::new()))
+                })
+                .join()
+                .unwrap()
+        })
+        .unwrap();
+        assert!(results[0].is_ok(), "creating {topic}: {results:?}");
+    }
+
+    /// Runs Kafka's own `kafka-configs` (`kafka.admin.ConfigCommand`) with `args`, such as a
+    /// client quota: `--alter --add-config producer_byte_rate=N --entity-type clients
+    /// --entity-default`.
+    pub fn configs(&self, args: &[&str]) {
+        let output = Command::new("java")
+            .arg("-cp")
+            .arg(libs().join("*"))
+            .arg(format!(
+                "-Dlog4j2.configurationFile={}",
+                self.dir().join("log4j2.yaml").display()
+            ))
+            .args([
+                "kafka.admin.ConfigCommand",
+                "--bootstrap-server",
+                &self.bootstrap(),
+            ])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "kafka-configs {args:?}: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
     /// Creates topics with the sidecar's own `topics create` command.
     pub fn create_topics(&self, topics: &[String], partitions: u32) {
         let output = super::cli()
