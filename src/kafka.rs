@@ -196,9 +196,9 @@ pub fn producer_config(config: &KafkaConfig) -> ClientConfig {
         .set("queue.buffering.max.messages", "200000")
         .set("queue.buffering.max.kbytes", "262144");
     // Connection settings last, so that the user's properties override the defaults above.
-    for (key, value) in client_config(config).config_map() {
-        client.set(key, value);
-    }
+    // Applied directly: `ClientConfig::config_map` hands out passwords as
+    // "[sanitized for safety]", so copying through it sent that as the SASL password.
+    connection_settings(config, &mut client);
     client
 }
 
@@ -264,6 +264,12 @@ pub enum TopicOutcome {
 /// user's properties): the producer's, the admin client's and `tail`'s consumer's.
 pub fn client_config(config: &KafkaConfig) -> ClientConfig {
     let mut client = ClientConfig::new();
+    connection_settings(config, &mut client);
+    client
+}
+
+/// Sets [`client_config`]'s settings on `client`.
+fn connection_settings(config: &KafkaConfig, client: &mut ClientConfig) {
     client
         .set("bootstrap.servers", &config.brokers)
         .set("client.id", &config.client_id);
@@ -278,11 +284,10 @@ pub fn client_config(config: &KafkaConfig) -> ClientConfig {
             RDKafkaLogLevel::Warning
         },
     );
-    security_properties(&config.security, &mut client);
+    security_properties(&config.security, client);
     for (key, value) in &config.properties {
         client.set(key, value);
     }
-    client
 }
 
 /// The librdkafka properties for TLS and SASL.
@@ -482,6 +487,22 @@ fn murmur2(data: &[u8]) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_producer_gets_the_real_secrets_not_their_sanitized_stand_ins() {
+        let mut config = KafkaConfig::default();
+        config.security.protocol = "sasl_ssl".into();
+        config.security.sasl_mechanism = "scram-sha-512".into();
+        config.security.sasl_username = "outbox".into();
+        config.security.sasl_password = "the-real-password".into();
+        config.security.client_key_password = "the-key-password".into();
+        config.security.client_cert_file = "client.crt".into();
+        config.security.client_key_file = "client.key".into();
+        let producer = producer_config(&config);
+        assert_eq!(producer.get("sasl.password"), Some("the-real-password"));
+        assert_eq!(producer.get("ssl.key.password"), Some("the-key-password"));
+        assert_eq!(producer.get("enable.idempotence"), Some("true"));
+    }
 
     #[test]
     fn classification() {

@@ -37,14 +37,22 @@ struct Node {
     controller_port: u16,
     /// A SASL_PLAINTEXT listener (PLAIN), when the cluster has users.
     sasl_port: u16,
+    /// TLS listeners, when the cluster has TLS: server-authenticated, mutual, and SASL/SCRAM-
+    /// SHA-512 over TLS (with the users).
+    ssl_port: u16,
+    mtls_port: u16,
+    sasl_ssl_port: u16,
     child: Option<Child>,
 }
 
 /// A running Apache Kafka cluster.
 pub struct Kafka {
     nodes: Vec<Node>,
-    /// SASL/PLAIN users (name, password) of the SASL listener; none: no such listener.
+    /// SASL users (name, password): PLAIN on SASL_PLAINTEXT, SCRAM-SHA-512 on SASL_SSL; none:
+    /// no SASL listener.
     users: Vec<(String, String)>,
+    /// TLS listeners, with a CA, broker and client certificates made for the cluster.
+    tls: bool,
     dir: Option<tempfile::TempDir>,
 }
 
@@ -57,11 +65,21 @@ impl Kafka {
     /// `n` combined brokers and controllers; with 3, topics default to replication 3 and
     /// `min.insync.replicas=2`, as on MSK.
     pub fn cluster(n: u32) -> Kafka {
-        Kafka::with_users(n, &[])
+        Kafka::with(n, &[], false)
     }
 
     /// A cluster with a second listener, SASL_PLAINTEXT with PLAIN, that knows these users.
     pub fn with_users(n: u32, users: &[(&str, &str)]) -> Kafka {
+        Kafka::with(n, users, false)
+    }
+
+    /// One broker with TLS listeners too (see [`Kafka::ssl_bootstrap`] and the others), and
+    /// SCRAM-SHA-512 users over TLS.
+    pub fn secured(users: &[(&str, &str)]) -> Kafka {
+        Kafka::with(1, users, true)
+    }
+
+    fn with(n: u32, users: &[(&str, &str)], tls: bool) -> Kafka {
         let mut kafka = Kafka {
             nodes: (1..=n)
                 .map(|id| Node {
@@ -69,6 +87,9 @@ impl Kafka {
                     port: super::free_port(),
                     controller_port: super::free_port(),
                     sasl_port: super::free_port(),
+                    ssl_port: super::free_port(),
+                    mtls_port: super::free_port(),
+                    sasl_ssl_port: super::free_port(),
                     child: None,
                 })
                 .collect(),
@@ -76,14 +97,104 @@ impl Kafka {
                 .iter()
                 .map(|(u, p)| (u.to_string(), p.to_string()))
                 .collect(),
+            tls,
             dir: Some(tempfile::tempdir().unwrap()),
         };
+        if tls {
+            kafka.make_certificates();
+        }
         kafka.format();
         for i in 0..kafka.nodes.len() {
             kafka.spawn(i);
         }
         kafka.await_ready();
         kafka
+    }
+
+    /// A CA, a broker certificate for 127.0.0.1 and localhost, a client certificate, all signed
+    /// by that CA, and a second CA nobody trusts: PEM files under `tls/`.
+    fn make_certificates(&self) {
+        let tls = self.tls_dir();
+        std::fs::create_dir_all(&tls).unwrap();
+        let openssl = |args: &[&str]| {
+            let output = Command::new("openssl")
+                .args(args)
+                .current_dir(&tls)
+                .output()
+                .expect("openssl runs (scripts/install-test-deps installs it)");
+            assert!(
+                output.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        };
+        for ca in ["ca", "other-ca"] {
+            openssl(&[
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                &format!("/CN=edge-outbox test {ca}"),
+                "-keyout",
+                &format!("{ca}.key"),
+                "-out",
+                &format!("{ca}.pem"),
+            ]);
+        }
+        std::fs::write(
+            tls.join("broker.ext"),
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
+        )
+        .unwrap();
+        for (name, ext) in [("broker", Some("broker.ext")), ("client", None)] {
+            openssl(&[
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-subj",
+                &format!("/CN={name}"),
+                "-keyout",
+                &format!("{name}.key"),
+                "-out",
+                &format!("{name}.csr"),
+            ]);
+            let mut sign = vec![
+                "x509",
+                "-req",
+                "-in",
+                &format!("{name}.csr"),
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-days",
+                "2",
+                "-out",
+                &format!("{name}.crt"),
+            ]
+            .into_iter()
+            .map(String::from)
+            .collect::<Vec<_>>();
+            if let Some(ext) = ext {
+                sign.extend(["-extfile".to_string(), ext.to_string()]);
+            }
+            openssl(&sign.iter().map(String::as_str).collect::<Vec<_>>());
+        }
+        // Kafka's PEM key store: the private key, then the certificate chain, in one file.
+        let key = std::fs::read_to_string(tls.join("broker.key")).unwrap();
+        let cert = std::fs::read_to_string(tls.join("broker.crt")).unwrap();
+        std::fs::write(tls.join("broker-keystore.pem"), format!("{key}{cert}")).unwrap();
+    }
+
+    /// The folder of the cluster's PEM files.
+    pub fn tls_dir(&self) -> PathBuf {
+        self.dir().join("tls")
     }
 
     fn dir(&self) -> PathBuf {
@@ -145,37 +256,55 @@ impl Kafka {
                 dir = self.dir().display(),
             );
             let mut properties = properties;
+            let mut listeners = vec![format!("PLAINTEXT://127.0.0.1:{}", node.port)];
+            let mut map = vec!["PLAINTEXT:PLAINTEXT", "CONTROLLER:PLAINTEXT"];
             if !self.users.is_empty() {
+                listeners.push(format!("SASL_PLAINTEXT://127.0.0.1:{}", node.sasl_port));
+                map.push("SASL_PLAINTEXT:SASL_PLAINTEXT");
                 let users: String = self
                     .users
                     .iter()
                     .map(|(u, p)| format!(" user_{u}=\"{p}\""))
                     .collect();
-                properties = properties
-                    .replace(
-                        &format!("listeners=PLAINTEXT://127.0.0.1:{}", node.port),
-                        &format!(
-                            "listeners=SASL_PLAINTEXT://127.0.0.1:{},PLAINTEXT://127.0.0.1:{}",
-                            node.sasl_port, node.port
-                        ),
-                    )
-                    .replace(
-                        &format!("advertised.listeners=PLAINTEXT://127.0.0.1:{}", node.port),
-                        &format!(
-                            "advertised.listeners=PLAINTEXT://127.0.0.1:{},SASL_PLAINTEXT://127.0.0.1:{}",
-                            node.port, node.sasl_port
-                        ),
-                    )
-                    .replace(
-                        "listener.security.protocol.map=",
-                        "listener.security.protocol.map=SASL_PLAINTEXT:SASL_PLAINTEXT,",
-                    );
                 properties.push_str(&format!(
-                    "sasl.enabled.mechanisms=PLAIN\n\
+                    "listener.name.sasl_plaintext.sasl.enabled.mechanisms=PLAIN\n\
                      listener.name.sasl_plaintext.plain.sasl.jaas.config=\
                      org.apache.kafka.common.security.plain.PlainLoginModule required{users};\n"
                 ));
             }
+            if self.tls {
+                listeners.push(format!("SSL://127.0.0.1:{}", node.ssl_port));
+                listeners.push(format!("MTLS://127.0.0.1:{}", node.mtls_port));
+                listeners.push(format!("SASL_SSL://127.0.0.1:{}", node.sasl_ssl_port));
+                map.extend(["SSL:SSL", "MTLS:SSL", "SASL_SSL:SASL_SSL"]);
+                let tls = self.tls_dir();
+                properties.push_str(&format!(
+                    "ssl.keystore.type=PEM\n\
+                     ssl.keystore.location={keystore}\n\
+                     ssl.truststore.type=PEM\n\
+                     ssl.truststore.location={ca}\n\
+                     listener.name.mtls.ssl.client.auth=required\n\
+                     listener.name.sasl_ssl.sasl.enabled.mechanisms=SCRAM-SHA-512\n\
+                     listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=\
+                     org.apache.kafka.common.security.scram.ScramLoginModule required;\n",
+                    keystore = tls.join("broker-keystore.pem").display(),
+                    ca = tls.join("ca.pem").display(),
+                ));
+            }
+            let plain = format!("PLAINTEXT://127.0.0.1:{}", node.port);
+            properties = properties
+                .replace(
+                    &format!("listeners={plain},"),
+                    &format!("listeners={},", listeners.join(",")),
+                )
+                .replace(
+                    &format!("advertised.listeners={plain}\n"),
+                    &format!("advertised.listeners={}\n", listeners.join(",")),
+                )
+                .replace(
+                    "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+                    &format!("listener.security.protocol.map={}", map.join(",")),
+                );
             std::fs::write(self.properties_path(node.id), properties).unwrap();
             let output = Command::new("java")
                 .arg("-cp")
@@ -186,6 +315,12 @@ impl Kafka {
                 ))
                 .args(["kafka.tools.StorageTool", "format", "--ignore-formatted"])
                 .args(["--cluster-id", "ZWRnZS1vdXRib3gtdGVzdA"])
+                .args(self.users.iter().filter(|_| self.tls).flat_map(|(u, p)| {
+                    [
+                        "--add-scram".to_string(),
+                        format!("SCRAM-SHA-512=[name={u},password=\"{p}\"]"),
+                    ]
+                }))
                 .arg("--config")
                 .arg(self.properties_path(node.id))
                 .output()
@@ -280,6 +415,29 @@ impl Kafka {
         self.nodes
             .iter()
             .map(|n| format!("127.0.0.1:{}", n.sasl_port))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The TLS listeners' bootstrap lists: server-authenticated, mutual (a client certificate
+    /// signed by the cluster's CA required), and SASL/SCRAM-SHA-512 over TLS.
+    pub fn ssl_bootstrap(&self) -> String {
+        self.listener(|n| n.ssl_port)
+    }
+
+    pub fn mtls_bootstrap(&self) -> String {
+        self.listener(|n| n.mtls_port)
+    }
+
+    pub fn sasl_ssl_bootstrap(&self) -> String {
+        self.listener(|n| n.sasl_ssl_port)
+    }
+
+    fn listener(&self, port: impl Fn(&Node) -> u16) -> String {
+        assert!(self.tls, "a cluster made with Kafka::secured");
+        self.nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", port(n)))
             .collect::<Vec<_>>()
             .join(",")
     }
