@@ -42,7 +42,18 @@ struct Node {
     ssl_port: u16,
     mtls_port: u16,
     sasl_ssl_port: u16,
+    /// SASL_SSL with OAUTHBEARER checked as MSK IAM, when the cluster has an [`Iam`].
+    iam_port: u16,
     child: Option<Child>,
+}
+
+/// The credentials and region an MSK IAM listener accepts tokens of (checked by
+/// `tests/kafka/MskIamValidator.java` on the broker).
+#[derive(Clone, Debug)]
+pub struct Iam {
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    pub region: String,
 }
 
 /// A running Apache Kafka cluster.
@@ -53,6 +64,7 @@ pub struct Kafka {
     users: Vec<(String, String)>,
     /// TLS listeners, with a CA, broker and client certificates made for the cluster.
     tls: bool,
+    iam: Option<Iam>,
     dir: Option<tempfile::TempDir>,
 }
 
@@ -79,7 +91,18 @@ impl Kafka {
         Kafka::with(1, users, true)
     }
 
+    /// One broker with the TLS listeners and an MSK IAM listener ([`Kafka::iam_bootstrap`])
+    /// that accepts tokens signed with `iam`'s credentials for its region, and makes clients
+    /// authenticate again every 10 s (so that a refreshed token is checked too).
+    pub fn with_iam(iam: Iam) -> Kafka {
+        Kafka::build(1, &[], true, Some(iam))
+    }
+
     fn with(n: u32, users: &[(&str, &str)], tls: bool) -> Kafka {
+        Kafka::build(n, users, tls, None)
+    }
+
+    fn build(n: u32, users: &[(&str, &str)], tls: bool, iam: Option<Iam>) -> Kafka {
         let mut kafka = Kafka {
             nodes: (1..=n)
                 .map(|id| Node {
@@ -90,6 +113,7 @@ impl Kafka {
                     ssl_port: super::free_port(),
                     mtls_port: super::free_port(),
                     sasl_ssl_port: super::free_port(),
+                    iam_port: super::free_port(),
                     child: None,
                 })
                 .collect(),
@@ -98,10 +122,14 @@ impl Kafka {
                 .map(|(u, p)| (u.to_string(), p.to_string()))
                 .collect(),
             tls,
+            iam,
             dir: Some(tempfile::tempdir().unwrap()),
         };
         if tls {
             kafka.make_certificates();
+        }
+        if kafka.iam.is_some() {
+            kafka.compile_java("MskIamValidator.java");
         }
         kafka.format();
         for i in 0..kafka.nodes.len() {
@@ -291,6 +319,20 @@ impl Kafka {
                     ca = tls.join("ca.pem").display(),
                 ));
             }
+            if let Some(iam) = &self.iam {
+                listeners.push(format!("IAM://127.0.0.1:{}", node.iam_port));
+                map.push("IAM:SASL_SSL");
+                properties.push_str(&format!(
+                    "listener.name.iam.sasl.enabled.mechanisms=OAUTHBEARER\n\
+                     listener.name.iam.oauthbearer.sasl.server.callback.handler.class=MskIamValidator\n\
+                     listener.name.iam.oauthbearer.sasl.jaas.config=\
+                     org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule required \
+                     unsecuredLoginStringClaim_sub=\"broker\" \
+                     accessKeyId=\"{}\" secretAccessKey=\"{}\" region=\"{}\";\n\
+                     listener.name.iam.oauthbearer.connections.max.reauth.ms=10000\n",
+                    iam.access_key_id, iam.secret_access_key, iam.region
+                ));
+            }
             let plain = format!("PLAINTEXT://127.0.0.1:{}", node.port);
             properties = properties
                 .replace(
@@ -353,7 +395,11 @@ impl Kafka {
                 self.dir().join("log4j2.yaml").display()
             ))
             .arg("-cp")
-            .arg(libs().join("*"))
+            .arg(format!(
+                "{}:{}",
+                libs().join("*").display(),
+                self.classes_dir().display()
+            ))
             .arg("kafka.Kafka")
             .arg(self.properties_path(id))
             .stdout(Stdio::from(log.try_clone().unwrap()))
@@ -431,6 +477,12 @@ impl Kafka {
 
     pub fn sasl_ssl_bootstrap(&self) -> String {
         self.listener(|n| n.sasl_ssl_port)
+    }
+
+    /// The MSK IAM listener's bootstrap list (SASL_SSL, OAUTHBEARER).
+    pub fn iam_bootstrap(&self) -> String {
+        assert!(self.iam.is_some(), "a cluster made with Kafka::with_iam");
+        self.listener(|n| n.iam_port)
     }
 
     fn listener(&self, port: impl Fn(&Node) -> u16) -> String {
@@ -523,16 +575,17 @@ impl Kafka {
         self.await_ready();
     }
 
-    /// The partition Kafka's own Java producer (kafka-clients, default partitioner) picks for
-    /// each key, sending one record per key to `topic`: `tests/kafka/JavaPartitions.java`,
-    /// compiled here with the broker's jars.
-    pub fn java_partitions(&self, topic: &str, keys: &[String]) -> HashMap<String, i32> {
-        let classes = self.dir().join("java-classes");
+    fn classes_dir(&self) -> PathBuf {
+        self.dir().join("java-classes")
+    }
+
+    /// Compiles `tests/kafka/FILE` against the broker's jars into the cluster's class folder.
+    fn compile_java(&self, file: &str) {
+        let classes = self.classes_dir();
         std::fs::create_dir_all(&classes).unwrap();
-        let source = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/kafka/JavaPartitions.java"
-        );
+        let source = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/kafka")
+            .join(file);
         let compiled = Command::new("javac")
             .arg("-cp")
             .arg(libs().join("*"))
@@ -543,9 +596,17 @@ impl Kafka {
             .expect("javac runs (Java 17)");
         assert!(
             compiled.status.success(),
-            "javac: {}",
+            "javac {file}: {}",
             String::from_utf8_lossy(&compiled.stderr)
         );
+    }
+
+    /// The partition Kafka's own Java producer (kafka-clients, default partitioner) picks for
+    /// each key, sending one record per key to `topic`: `tests/kafka/JavaPartitions.java`,
+    /// compiled here with the broker's jars.
+    pub fn java_partitions(&self, topic: &str, keys: &[String]) -> HashMap<String, i32> {
+        self.compile_java("JavaPartitions.java");
+        let classes = self.classes_dir();
         let classpath = format!("{}:{}", libs().join("*").display(), classes.display());
         let output = Command::new("java")
             .args(["-cp", &classpath])

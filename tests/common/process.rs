@@ -12,11 +12,23 @@ pub struct SidecarProcess {
     brokers: String,
     /// Its standard error (log level `info`), appended to across restarts.
     log: PathBuf,
+    /// Environment variables it gets (cli() clears EDGE_OUTBOX_* and AWS_* first).
+    env: Vec<(String, String)>,
 }
 
 impl SidecarProcess {
     /// Starts `edge-outbox serve` and waits until it answers.
     pub async fn start(config: &Path, data: &Path, brokers: &str) -> SidecarProcess {
+        SidecarProcess::start_with_env(config, data, brokers, &[]).await
+    }
+
+    /// [`SidecarProcess::start`] with these environment variables (AWS credentials, say).
+    pub async fn start_with_env(
+        config: &Path,
+        data: &Path,
+        brokers: &str,
+        env: &[(&str, &str)],
+    ) -> SidecarProcess {
         let mut process = SidecarProcess {
             child: None,
             port: 0,
@@ -24,6 +36,10 @@ impl SidecarProcess {
             data: data.to_path_buf(),
             brokers: brokers.to_string(),
             log: data.with_extension("log"),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         process.spawn().await;
         process
@@ -45,6 +61,7 @@ impl SidecarProcess {
             .arg("--data-dir")
             .arg(&self.data)
             .env("RUST_LOG", "info,librdkafka=off,edge_outbox::kafka=off")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::null())
             .stderr(Stdio::from(log))
             .spawn()
