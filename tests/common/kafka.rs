@@ -409,9 +409,11 @@ impl Kafka {
         self.nodes[index].child = Some(child);
     }
 
-    /// Waits until every node answers a metadata request and lists every broker.
+    /// Waits until every node answers a metadata request and lists every broker; prints how
+    /// long that took and each node's resident memory (shown with `--nocapture`).
     fn await_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(90);
+        let started = Instant::now();
+        let deadline = started + Duration::from_secs(90);
         for index in 0..self.nodes.len() {
             let bootstrap = format!("127.0.0.1:{}", self.nodes[index].port);
             let consumer: BaseConsumer = ClientConfig::new()
@@ -444,6 +446,28 @@ impl Kafka {
                 );
             }
         }
+        let rss: Vec<String> = self
+            .nodes
+            .iter()
+            .filter_map(|n| n.child.as_ref())
+            .map(|c| {
+                std::fs::read_to_string(format!("/proc/{}/status", c.id()))
+                    .ok()
+                    .and_then(|s| {
+                        s.lines()
+                            .find(|l| l.starts_with("VmRSS:"))
+                            .map(|l| l.split_whitespace().nth(1).unwrap_or("0").to_string())
+                    })
+                    .map(|kb| format!("{} MiB", kb.parse::<u64>().unwrap_or(0) / 1024))
+                    .unwrap_or_default()
+            })
+            .collect();
+        eprintln!(
+            "Apache Kafka {KAFKA_VERSION}: {} node(s) ready in {:.1} s, resident {}",
+            self.nodes.len(),
+            started.elapsed().as_secs_f64(),
+            rss.join(", ")
+        );
     }
 
     /// The bootstrap list of every node.
