@@ -5,38 +5,14 @@
 mod common;
 
 use common::*;
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dev_serves_the_example_event_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_edge-outbox"))
-        .args([
-            "dev",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--flush-interval",
-            "100ms",
-        ])
-        .arg("--data-dir")
-        .arg(dir.path())
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut first_line = String::new();
-    stdout.read_line(&mut first_line).unwrap();
-    // Keep reading so that the pipe stays open.
-    std::thread::spawn(move || for _ in stdout.lines() {});
-    let bootstrap = first_line
-        .split_whitespace()
-        .find(|w| w.starts_with("127.0.0.1:"))
-        .unwrap_or_else(|| panic!("no bootstrap address in {first_line:?}"))
-        .to_string();
+    let (mut child, bootstrap) = dev_process(dir.path(), port);
     let addr = format!("127.0.0.1:{port}").parse().unwrap();
     wait_for("the API", Duration::from_secs(30), || async move {
         reqwest::get(format!("http://{addr}/healthz")).await.is_ok()

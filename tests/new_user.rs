@@ -7,38 +7,7 @@
 mod common;
 
 use common::*;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
-
-/// `edge-outbox dev` on a free port; returns it with its bootstrap address once it serves.
-fn dev(data: &std::path::Path, port: u16) -> (Child, String) {
-    let mut child = cli()
-        .args([
-            "dev",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--flush-interval",
-            "100ms",
-        ])
-        .arg("--data-dir")
-        .arg(data)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut banner = String::new();
-    stdout.read_line(&mut banner).unwrap();
-    std::thread::spawn(move || for _ in stdout.lines() {});
-    let bootstrap = banner
-        .split_whitespace()
-        .find(|w| w.starts_with("127.0.0.1:"))
-        .unwrap_or_else(|| panic!("no bootstrap address in {banner:?}"))
-        .to_string();
-    (child, bootstrap)
-}
 
 fn run(args: &[&str]) -> std::process::Output {
     cli().args(args).output().unwrap()
@@ -48,7 +17,7 @@ fn run(args: &[&str]) -> std::process::Output {
 async fn the_dev_loop_answers_clearly() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let (mut child, bootstrap) = dev(dir.path(), port);
+    let (mut child, bootstrap) = dev_process(dir.path(), port);
     let url = format!("http://127.0.0.1:{port}");
     let addr = format!("127.0.0.1:{port}").parse().unwrap();
 

@@ -140,26 +140,21 @@ fn a_listen_address_off_loopback_needs_the_admin_token() {
     );
     // A token too short to be one is refused too.
     let token = dir.path().join("token");
-    std::fs::write(&token, "short").unwrap();
-    let checked = cli()
-        .args(["check-config", "--set", "listen=\"0.0.0.0:8080\""])
-        .args([
-            "--set",
-            &format!("admin.token_file=\"{}\"", token.display()),
-        ])
-        .output()
-        .unwrap();
+    let check = |token_text: &str| {
+        std::fs::write(&token, token_text).unwrap();
+        cli()
+            .args(["check-config", "--set", "listen=\"0.0.0.0:8080\""])
+            .args([
+                "--set",
+                &format!("admin.token_file=\"{}\"", token.display()),
+            ])
+            .output()
+            .unwrap()
+    };
+    let checked = check("short");
     assert!(!checked.status.success());
     assert!(String::from_utf8_lossy(&checked.stderr).contains("at least 16 characters"));
-    std::fs::write(&token, "a-token-of-enough-length").unwrap();
-    let checked = cli()
-        .args(["check-config", "--set", "listen=\"0.0.0.0:8080\""])
-        .args([
-            "--set",
-            &format!("admin.token_file=\"{}\"", token.display()),
-        ])
-        .output()
-        .unwrap();
+    let checked = check("a-token-of-enough-length");
     assert!(
         checked.status.success(),
         "{}",

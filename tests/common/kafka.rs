@@ -348,13 +348,8 @@ impl Kafka {
                     &format!("listener.security.protocol.map={}", map.join(",")),
                 );
             std::fs::write(self.properties_path(node.id), properties).unwrap();
-            let output = Command::new("java")
-                .arg("-cp")
-                .arg(libs().join("*"))
-                .arg(format!(
-                    "-Dlog4j2.configurationFile={}",
-                    self.dir().join("log4j2.yaml").display()
-                ))
+            let output = self
+                .java()
                 .args(["kafka.tools.StorageTool", "format", "--ignore-formatted"])
                 .args(["--cluster-id", "ZWRnZS1vdXRib3gtdGVzdA"])
                 .args(self.users.iter().filter(|_| self.tls).flat_map(|(u, p)| {
@@ -383,23 +378,14 @@ impl Kafka {
             .append(true)
             .open(self.log_path(id))
             .unwrap();
-        let child = Command::new("java")
+        let child = self
+            .java()
             .args([
                 "-Xms128m",
                 "-Xmx512m",
                 "-XX:+UseSerialGC",
                 "-XX:TieredStopAtLevel=1",
             ])
-            .arg(format!(
-                "-Dlog4j2.configurationFile={}",
-                self.dir().join("log4j2.yaml").display()
-            ))
-            .arg("-cp")
-            .arg(format!(
-                "{}:{}",
-                libs().join("*").display(),
-                self.classes_dir().display()
-            ))
             .arg("kafka.Kafka")
             .arg(self.properties_path(id))
             .stdout(Stdio::from(log.try_clone().unwrap()))
@@ -472,34 +458,29 @@ impl Kafka {
 
     /// The bootstrap list of every node.
     pub fn bootstrap(&self) -> String {
-        self.nodes
-            .iter()
-            .map(|n| format!("127.0.0.1:{}", n.port))
-            .collect::<Vec<_>>()
-            .join(",")
+        self.listener(|n| n.port)
     }
 
     /// The bootstrap list of the SASL_PLAINTEXT (PLAIN) listeners.
     pub fn sasl_bootstrap(&self) -> String {
         assert!(!self.users.is_empty(), "a cluster made with users");
-        self.nodes
-            .iter()
-            .map(|n| format!("127.0.0.1:{}", n.sasl_port))
-            .collect::<Vec<_>>()
-            .join(",")
+        self.listener(|n| n.sasl_port)
     }
 
     /// The TLS listeners' bootstrap lists: server-authenticated, mutual (a client certificate
     /// signed by the cluster's CA required), and SASL/SCRAM-SHA-512 over TLS.
     pub fn ssl_bootstrap(&self) -> String {
+        assert!(self.tls, "a cluster made with Kafka::secured");
         self.listener(|n| n.ssl_port)
     }
 
     pub fn mtls_bootstrap(&self) -> String {
+        assert!(self.tls, "a cluster made with Kafka::secured");
         self.listener(|n| n.mtls_port)
     }
 
     pub fn sasl_ssl_bootstrap(&self) -> String {
+        assert!(self.tls, "a cluster made with Kafka::secured");
         self.listener(|n| n.sasl_ssl_port)
     }
 
@@ -509,8 +490,8 @@ impl Kafka {
         self.listener(|n| n.iam_port)
     }
 
+    /// `127.0.0.1:PORT` of every node, for the listener `port` picks.
     fn listener(&self, port: impl Fn(&Node) -> u16) -> String {
-        assert!(self.tls, "a cluster made with Kafka::secured");
         self.nodes
             .iter()
             .map(|n| format!("127.0.0.1:{}", port(n)))
@@ -599,6 +580,23 @@ impl Kafka {
         self.await_ready();
     }
 
+    /// `java` with the broker's jars and the compiled test classes on the class path and the
+    /// cluster's quiet log4j settings, ready for a main class and its arguments.
+    fn java(&self) -> Command {
+        let mut java = Command::new("java");
+        java.arg("-cp")
+            .arg(format!(
+                "{}:{}",
+                libs().join("*").display(),
+                self.classes_dir().display()
+            ))
+            .arg(format!(
+                "-Dlog4j2.configurationFile={}",
+                self.dir().join("log4j2.yaml").display()
+            ));
+        java
+    }
+
     fn classes_dir(&self) -> PathBuf {
         self.dir().join("java-classes")
     }
@@ -630,14 +628,8 @@ impl Kafka {
     /// compiled here with the broker's jars.
     pub fn java_partitions(&self, topic: &str, keys: &[String]) -> HashMap<String, i32> {
         self.compile_java("JavaPartitions.java");
-        let classes = self.classes_dir();
-        let classpath = format!("{}:{}", libs().join("*").display(), classes.display());
-        let output = Command::new("java")
-            .args(["-cp", &classpath])
-            .arg(format!(
-                "-Dlog4j2.configurationFile={}",
-                self.dir().join("log4j2.yaml").display()
-            ))
+        let output = self
+            .java()
             .args(["JavaPartitions", &self.bootstrap(), topic])
             .args(keys)
             .output()
@@ -689,13 +681,8 @@ impl Kafka {
     /// client quota: `--alter --add-config producer_byte_rate=N --entity-type clients
     /// --entity-default`.
     pub fn configs(&self, args: &[&str]) {
-        let output = Command::new("java")
-            .arg("-cp")
-            .arg(libs().join("*"))
-            .arg(format!(
-                "-Dlog4j2.configurationFile={}",
-                self.dir().join("log4j2.yaml").display()
-            ))
+        let output = self
+            .java()
             .args([
                 "kafka.admin.ConfigCommand",
                 "--bootstrap-server",

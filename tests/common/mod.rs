@@ -313,6 +313,31 @@ pub fn cli() -> std::process::Command {
     command
 }
 
+/// `edge-outbox dev` on `port` with its store in `data`; returns the process and the embedded
+/// broker's bootstrap address, read from the banner it prints once it serves. Its standard
+/// output keeps being read, so that the pipe stays open.
+pub fn dev_process(data: &Path, port: u16) -> (std::process::Child, String) {
+    use std::io::{BufRead, BufReader};
+    let mut child = cli()
+        .args(["dev", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--flush-interval", "100ms", "--data-dir"])
+        .arg(data)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut banner = String::new();
+    stdout.read_line(&mut banner).unwrap();
+    std::thread::spawn(move || for _ in stdout.lines() {});
+    let bootstrap = banner
+        .split_whitespace()
+        .find(|w| w.starts_with("127.0.0.1:"))
+        .unwrap_or_else(|| panic!("no bootstrap address in {banner:?}"))
+        .to_string();
+    (child, bootstrap)
+}
+
 /// `args` run with `env` added; the output of a run that must succeed.
 pub fn cli_stdout(args: &[&str], env: &[(&str, &str)]) -> String {
     stdout_ok(cli().args(args).envs(env.iter().copied()).output().unwrap())
