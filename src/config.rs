@@ -836,7 +836,7 @@ mod tests {
     fn toml_overrides_defaults() {
         let config = Config::from_toml(
             r#"
-            listen = "0.0.0.0:9090"
+            listen = "127.0.0.2:9090"
             [relay]
             flush_interval = "250ms"
             max_events_per_second = 500
