@@ -368,3 +368,56 @@ async fn adopters_deliver_and_remove_the_stores_of_killed_sidecars_and_leave_a_l
         assert!(previous.is_none_or(|p| p < n), "{} out of order", m.key);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_posted_right_after_sigterm_are_delivered_before_the_exit() {
+    // Appends landing between the relay's read of an empty batch and its count of what was
+    // left made it take them for paused events and wait out pause_retry, past the deadline.
+    let broker = Kafka::start();
+    broker.create_topics(&[TOPIC.to_string()], 3);
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_file(
+        dir.path(),
+        "intake_grace = \"2s\"\ndrain_timeout = \"10s\"\n",
+    );
+    // Nothing sent but by the drain, and a pause as long as the default.
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("flush_interval = \"10s\"", "flush_interval = \"1h\"")
+        .replace("pause_retry = \"500ms\"", "pause_retry = \"30s\"");
+    std::fs::write(&config, text).unwrap();
+    for round in 0..3 {
+        let data = dir.path().join(format!("data-{round}"));
+        let mut sidecar = SidecarProcess::start(&config, &data, &broker.bootstrap()).await;
+        sidecar.signal("TERM");
+        let mut acked = Vec::new();
+        for n in 0..30 {
+            let id = format!("r{round}-{n}");
+            let answer = post_event(sidecar.addr(), &event(TOPIC, &id, "tenant-r", n)).await;
+            if answer.status != 202 {
+                break;
+            }
+            acked.push(id);
+        }
+        let status = sidecar.wait_exit();
+        assert!(
+            status.success(),
+            "round {round}: exit {status}\n{}",
+            sidecar.log_text()
+        );
+        let consumed = consume_async(
+            &broker.bootstrap(),
+            &[TOPIC.to_string()],
+            0,
+            Duration::from_secs(30),
+        )
+        .await;
+        let ids: HashSet<&str> = consumed
+            .iter()
+            .map(|m| m.headers["ce_id"].as_str())
+            .collect();
+        for id in &acked {
+            assert!(ids.contains(id.as_str()), "round {round}: {id} lost");
+        }
+    }
+}

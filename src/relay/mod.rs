@@ -228,13 +228,14 @@ impl Relay {
                         if backlog > self.stuck_events {
                             break;
                         }
-                        // Only paused topics are left: look again when a pause ends.
+                        // Only paused topics are left: look again when a pause ends (soon when
+                        // nothing is paused: then nothing is known to hold them back).
                         let retry = self
                             .paused
                             .values()
                             .min()
                             .copied()
-                            .unwrap_or_else(|| Instant::now() + self.config.pause_retry);
+                            .unwrap_or_else(|| Instant::now() + self.config.retry_backoff_min);
                         tokio::select! {
                             _ = tokio::time::sleep_until(retry) => {
                                 self.stuck_events = 0;
@@ -362,7 +363,9 @@ impl Relay {
             if batch.records.is_empty() {
                 // What is left once the last batch is confirmed waits for a pause or a hold.
                 let flow = self.settle_pending(shutdown).await;
-                self.stuck_events = self.store.stats().backlog_events;
+                // Exactly what this read left out: events appended since are not stuck, and
+                // counting them (the backlog read after it) made a drain wait out pause_retry.
+                self.stuck_events = batch.skipped;
                 self.publish_status();
                 return flow;
             }

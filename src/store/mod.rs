@@ -158,6 +158,8 @@ pub struct ReadBatch {
     pub corrupt: Vec<(u64, RecordError)>,
     /// Stored bytes of the records read.
     pub bytes: u64,
+    /// Records `skip` left out (paused topics, held tenants).
+    pub skipped: u64,
 }
 
 /// One record of a [`ReadBatch`]: its sequence number and its stored bytes, checked when read
@@ -445,6 +447,7 @@ impl Store {
                 match record::decode_in_place::<RecordView>(raw) {
                     Ok(view) => {
                         if skip(seq, &view) {
+                            batch.skipped += 1;
                             continue;
                         }
                         let size = raw.len() as u64;

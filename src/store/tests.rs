@@ -208,6 +208,9 @@ async fn read_batch_respects_limits_skip_and_reports_corruption() {
         .read_batch(0, 100, u64::MAX, |seq, _| seq % 2 == 0)
         .unwrap();
     assert_eq!(batch.records.len(), 5);
+    assert_eq!(batch.skipped, 5, "what skip left out is counted");
+    let batch = store.read_batch(0, 100, u64::MAX, |_, _| true).unwrap();
+    assert_eq!((batch.records.len(), batch.skipped), (0, 10));
     let batch = store.read_batch(8, 100, u64::MAX, |_, _| false).unwrap();
     assert_eq!(
         batch.records.iter().map(|r| r.seq).collect::<Vec<_>>(),
