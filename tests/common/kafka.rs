@@ -31,6 +31,21 @@ pub fn libs() -> PathBuf {
     libs
 }
 
+/// Runs `command` and insists that it succeeds; on failure the message names `what` and shows
+/// both of its outputs.
+fn run_ok(command: &mut Command, what: &str) -> std::process::Output {
+    let output = command.output().unwrap_or_else(|e| {
+        panic!("{what} does not start ({e}): scripts/install-test-deps installs it")
+    });
+    assert!(
+        output.status.success(),
+        "{what} failed: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
 struct Node {
     id: u32,
     port: u16,
@@ -145,15 +160,9 @@ impl Kafka {
         let tls = self.tls_dir();
         std::fs::create_dir_all(&tls).unwrap();
         let openssl = |args: &[&str]| {
-            let output = Command::new("openssl")
-                .args(args)
-                .current_dir(&tls)
-                .output()
-                .expect("openssl runs (scripts/install-test-deps installs it)");
-            assert!(
-                output.status.success(),
-                "openssl {args:?}: {}",
-                String::from_utf8_lossy(&output.stderr)
+            run_ok(
+                Command::new("openssl").args(args).current_dir(&tls),
+                &format!("openssl {args:?}"),
             );
         };
         for ca in ["ca", "other-ca"] {
@@ -348,8 +357,8 @@ impl Kafka {
                     &format!("listener.security.protocol.map={}", map.join(",")),
                 );
             std::fs::write(self.properties_path(node.id), properties).unwrap();
-            let output = self
-                .java()
+            let mut format = self.java();
+            format
                 .args(["kafka.tools.StorageTool", "format", "--ignore-formatted"])
                 .args(["--cluster-id", "ZWRnZS1vdXRib3gtdGVzdA"])
                 .args(self.users.iter().filter(|_| self.tls).flat_map(|(u, p)| {
@@ -359,15 +368,8 @@ impl Kafka {
                     ]
                 }))
                 .arg("--config")
-                .arg(self.properties_path(node.id))
-                .output()
-                .expect("java runs");
-            assert!(
-                output.status.success(),
-                "formatting Kafka's storage failed: {}{}",
-                String::from_utf8_lossy(&output.stdout),
-                String::from_utf8_lossy(&output.stderr)
-            );
+                .arg(self.properties_path(node.id));
+            run_ok(&mut format, "formatting Kafka's storage (java)");
         }
     }
 
@@ -608,19 +610,14 @@ impl Kafka {
         let source = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
             .join("tests/kafka")
             .join(file);
-        let compiled = Command::new("javac")
+        let mut javac = Command::new("javac");
+        javac
             .arg("-cp")
             .arg(libs().join("*"))
             .arg("-d")
             .arg(&classes)
-            .arg(source)
-            .output()
-            .expect("javac runs (Java 17)");
-        assert!(
-            compiled.status.success(),
-            "javac {file}: {}",
-            String::from_utf8_lossy(&compiled.stderr)
-        );
+            .arg(source);
+        run_ok(&mut javac, &format!("javac {file} (Java 17)"));
     }
 
     /// The partition Kafka's own Java producer (kafka-clients, default partitioner) picks for
@@ -628,17 +625,10 @@ impl Kafka {
     /// compiled here with the broker's jars.
     pub fn java_partitions(&self, topic: &str, keys: &[String]) -> HashMap<String, i32> {
         self.compile_java("JavaPartitions.java");
-        let output = self
-            .java()
-            .args(["JavaPartitions", &self.bootstrap(), topic])
-            .args(keys)
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "the Java producer: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+        let mut java = self.java();
+        java.args(["JavaPartitions", &self.bootstrap(), topic])
+            .args(keys);
+        let output = run_ok(&mut java, "the Java producer");
         String::from_utf8_lossy(&output.stdout)
             .lines()
             .map(|line| {
@@ -680,28 +670,23 @@ impl Kafka {
     /// Runs Kafka's own `kafka-configs` (`kafka.admin.ConfigCommand`) with `args`, such as a
     /// client quota: `--alter --add-config producer_byte_rate=N --entity-type clients
     /// --entity-default`.
-    pub fn configs(&self, args: &[&str]) {
-        let output = self
-            .java()
+    pub fn configs(&self, args: &[&str]) -> String {
+        let mut configs = self.java();
+        configs
             .args([
                 "kafka.admin.ConfigCommand",
                 "--bootstrap-server",
                 &self.bootstrap(),
             ])
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "kafka-configs {args:?}: {}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
+            .args(args);
+        let output = run_ok(&mut configs, &format!("kafka-configs {args:?}"));
+        String::from_utf8_lossy(&output.stdout).into_owned()
     }
 
     /// Creates topics with the sidecar's own `topics create` command.
     pub fn create_topics(&self, topics: &[String], partitions: u32) {
-        let output = super::cli()
+        let mut create = super::cli();
+        create
             .args(["topics", "create", "--brokers", &self.bootstrap()])
             .args([
                 "--partitions",
@@ -709,15 +694,8 @@ impl Kafka {
                 "--replication",
                 "-1",
             ])
-            .args(topics)
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "topics create failed: {}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
+            .args(topics);
+        run_ok(&mut create, "edge-outbox topics create");
     }
 }
 
