@@ -172,15 +172,13 @@ async fn drain_store(
         Arc::new(crate::msk_iam::AuthStatus::default()),
     )
     .await;
-    let relay = match Relay::new(
+    let relay = match Relay::for_config(
         store.clone(),
-        config.kafka.clone(),
+        &config,
         tokens,
-        config.relay.clone(),
-        config.event_limit().0 as u64,
         crate::metrics::Metrics::new(),
     ) {
-        Ok(relay) => relay.unlimited_drain(config.shutdown.drain_unlimited),
+        Ok(relay) => relay,
         Err(e) => {
             status
                 .lock()

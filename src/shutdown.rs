@@ -70,13 +70,6 @@ impl ShutdownSender {
     pub fn stop(&self) {
         self.phase.send_replace(Phase::Stopping);
     }
-
-    /// A view of this channel.
-    pub fn subscribe(&self) -> Shutdown {
-        Shutdown {
-            phase: self.phase.subscribe(),
-        }
-    }
 }
 
 impl Shutdown {
@@ -96,10 +89,6 @@ impl Shutdown {
     /// Draining or stopping: the signal came.
     pub fn is_shutting_down(&self) -> bool {
         self.phase() != Phase::Running
-    }
-
-    pub fn is_stopping(&self) -> bool {
-        self.phase() == Phase::Stopping
     }
 
     /// Resolves once the phase is `Stopping` (at once if it is).
@@ -133,7 +122,7 @@ mod tests {
         );
         let deadline = Instant::now() + Duration::from_secs(1);
         sender.drain(deadline);
-        assert!(shutdown.is_shutting_down() && !shutdown.is_stopping());
+        assert!(shutdown.is_shutting_down() && shutdown.phase() != Phase::Stopping);
         sender.intake_closed();
         assert_eq!(
             shutdown.phase(),

@@ -169,16 +169,8 @@ impl Sidecar {
         let (event_limit, event_limit_source) = config.event_limit();
         let mut ingest = config.ingest.clone();
         ingest.max_event_bytes = event_limit;
-        let relay = Relay::new(
-            store.clone(),
-            config.kafka.clone(),
-            tokens.clone(),
-            config.relay.clone(),
-            event_limit as u64,
-            metrics.clone(),
-        )
-        .context("creating the Kafka producer")?
-        .unlimited_drain(config.shutdown.drain_unlimited);
+        let relay = Relay::for_config(store.clone(), &config, tokens.clone(), metrics.clone())
+            .context("creating the Kafka producer")?;
         let relay_status = relay.status();
         let broker = relay.broker_health();
         let listener = tokio::net::TcpListener::bind(config.listen)

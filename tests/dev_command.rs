@@ -5,14 +5,13 @@
 mod common;
 
 use common::*;
-use std::process::Command;
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dev_serves_the_example_event_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let (mut child, bootstrap) = dev_process(dir.path(), port);
+    let (child, bootstrap) = dev_process(dir.path(), port);
     let addr = format!("127.0.0.1:{port}").parse().unwrap();
     wait_for("the API", Duration::from_secs(30), || async move {
         reqwest::get(format!("http://{addr}/healthz")).await.is_ok()
@@ -35,14 +34,6 @@ async fn dev_serves_the_example_event_and_stops_on_sigterm() {
     assert_eq!(consumed[0].key, "a0000001-0000-0000-0000-000000000001");
 
     // SIGTERM: a graceful stop with exit code 0.
-    let pid = child.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
-    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
-        .await
-        .unwrap();
+    let status = terminate(child).await;
     assert!(status.success(), "exit status {status}");
 }

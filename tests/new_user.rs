@@ -17,7 +17,7 @@ fn run(args: &[&str]) -> std::process::Output {
 async fn the_dev_loop_answers_clearly() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let (mut child, bootstrap) = dev_process(dir.path(), port);
+    let (child, bootstrap) = dev_process(dir.path(), port);
     let url = format!("http://127.0.0.1:{port}");
     let addr = format!("127.0.0.1:{port}").parse().unwrap();
 
@@ -165,15 +165,8 @@ async fn the_dev_loop_answers_clearly() {
     assert_eq!(answer.body["field"], "ce-specversion");
 
     // SIGTERM: drained, exit 0.
-    assert!(std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap()
-        .success());
-    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
-        .await
-        .unwrap();
-    assert!(status.success(), "{status}");
+    let status = terminate(child).await;
+    assert!(status.success(), "exit status {status}");
 }
 
 #[test]

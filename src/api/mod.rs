@@ -320,13 +320,10 @@ fn dead_letter_json(dead: &crate::store::DeadLetter) -> serde_json::Value {
 /// A dead letter's sequence number from the path: a problem naming `seq` when it is not one.
 fn parse_seq(text: &str) -> Result<u64, Problem> {
     text.parse().map_err(|_| {
-        Problem::new(
-            StatusCode::BAD_REQUEST,
-            "invalid-request",
-            "Invalid request",
+        Problem::invalid_request(
+            "seq",
             format!("{text:?} is not a sequence number (a non-negative integer)"),
         )
-        .with_field("seq")
     })
 }
 
@@ -337,13 +334,10 @@ async fn dlq_list(
     let page = match page {
         Ok(Query(page)) => page,
         Err(e) => {
-            return Problem::new(
-                StatusCode::BAD_REQUEST,
-                "invalid-request",
-                "Invalid request",
+            return Problem::invalid_request(
+                "query",
                 format!("the query is not `from` and `limit` as integers: {e}"),
             )
-            .with_field("query")
             .into_response()
         }
     };

@@ -41,6 +41,17 @@ impl Problem {
         self
     }
 
+    /// `400` for a request whose path or query is malformed (not its event), naming `field`.
+    pub fn invalid_request(field: &str, detail: impl Into<String>) -> Problem {
+        Problem::new(
+            StatusCode::BAD_REQUEST,
+            "invalid-request",
+            "Invalid request",
+            detail,
+        )
+        .with_field(field)
+    }
+
     pub fn not_found(detail: impl Into<String>) -> Problem {
         Problem::new(StatusCode::NOT_FOUND, "not-found", "Not found", detail)
     }

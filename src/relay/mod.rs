@@ -191,6 +191,26 @@ impl Relay {
         })
     }
 
+    /// The relay a sidecar (or the adopter) runs for `config`: its Kafka and relay settings,
+    /// the largest message ingest lets through ([`crate::config::Config::event_limit`]) and
+    /// `shutdown.drain_unlimited`.
+    pub fn for_config(
+        store: Store,
+        config: &crate::config::Config,
+        tokens: Option<Arc<TokenSource>>,
+        metrics: Arc<crate::metrics::Metrics>,
+    ) -> Result<Relay, KafkaError> {
+        Ok(Relay::new(
+            store,
+            config.kafka.clone(),
+            tokens,
+            config.relay.clone(),
+            config.event_limit().0 as u64,
+            metrics,
+        )?
+        .unlimited_drain(config.shutdown.drain_unlimited))
+    }
+
     /// Whether the cluster is reachable and takes our credentials, shared with the API.
     pub fn broker_health(&self) -> Arc<BrokerHealth> {
         self.health.clone()

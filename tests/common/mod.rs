@@ -338,6 +338,18 @@ pub fn dev_process(data: &Path, port: u16) -> (std::process::Child, String) {
     (child, bootstrap)
 }
 
+/// SIGTERM to `child`, then its exit status, awaited on a blocking thread.
+pub async fn terminate(mut child: std::process::Child) -> std::process::ExitStatus {
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap()
+}
+
 /// `args` run with `env` added; the output of a run that must succeed.
 pub fn cli_stdout(args: &[&str], env: &[(&str, &str)]) -> String {
     stdout_ok(cli().args(args).envs(env.iter().copied()).output().unwrap())
