@@ -665,7 +665,12 @@ async fn serve(config: Config, banner: Option<String>) -> anyhow::Result<()> {
         let _ = writeln!(std::io::stdout().lock(), "{banner}");
     }
     signals.next().await;
-    let report = sidecar.drain(signals.next()).await?;
+    let report = sidecar
+        .drain(async {
+            let signal = signals.next().await;
+            tracing::warn!(signal, "a second signal: ending the drain now");
+        })
+        .await?;
     let took_ms = report.took.as_millis() as u64;
     if report.left.events == 0 {
         tracing::info!(
@@ -703,10 +708,11 @@ impl Signals {
         }
     }
 
-    async fn next(&mut self) {
+    /// The next signal's name.
+    async fn next(&mut self) -> &'static str {
         tokio::select! {
-            _ = self.term.recv() => {}
-            _ = self.interrupt.recv() => {}
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.interrupt.recv() => "SIGINT",
         }
     }
 }
