@@ -59,6 +59,8 @@ struct Node {
     sasl_ssl_port: u16,
     /// SASL_SSL with OAUTHBEARER checked as MSK IAM, when the cluster has an [`Iam`].
     iam_port: u16,
+    /// PLAINTEXT advertised at 10.0.2.2, when the cluster is for containers.
+    container_port: u16,
     child: Option<Child>,
 }
 
@@ -80,7 +82,30 @@ pub struct Kafka {
     /// TLS listeners, with a CA, broker and client certificates made for the cluster.
     tls: bool,
     iam: Option<Iam>,
+    /// A listener for containers (see [`Kafka::for_containers`]).
+    containers: bool,
     dir: Option<tempfile::TempDir>,
+}
+
+/// The listeners a cluster has besides PLAINTEXT on loopback.
+#[derive(Default)]
+struct Options {
+    users: Vec<(String, String)>,
+    tls: bool,
+    iam: Option<Iam>,
+    containers: bool,
+}
+
+impl Options {
+    fn users(users: &[(&str, &str)]) -> Options {
+        Options {
+            users: users
+                .iter()
+                .map(|(u, p)| (u.to_string(), p.to_string()))
+                .collect(),
+            ..Options::default()
+        }
+    }
 }
 
 impl Kafka {
@@ -92,32 +117,54 @@ impl Kafka {
     /// `n` combined brokers and controllers; with 3, topics default to replication 3 and
     /// `min.insync.replicas=2`, as on MSK.
     pub fn cluster(n: u32) -> Kafka {
-        Kafka::with(n, &[], false)
+        Kafka::build(n, Options::default())
     }
 
     /// A cluster with a second listener, SASL_PLAINTEXT with PLAIN, that knows these users.
     pub fn with_users(n: u32, users: &[(&str, &str)]) -> Kafka {
-        Kafka::with(n, users, false)
+        Kafka::build(n, Options::users(users))
     }
 
     /// One broker with TLS listeners too (see [`Kafka::ssl_bootstrap`] and the others), and
     /// SCRAM-SHA-512 users over TLS.
     pub fn secured(users: &[(&str, &str)]) -> Kafka {
-        Kafka::with(1, users, true)
+        Kafka::build(
+            1,
+            Options {
+                tls: true,
+                ..Options::users(users)
+            },
+        )
     }
 
     /// One broker with the TLS listeners and an MSK IAM listener ([`Kafka::iam_bootstrap`])
     /// that accepts tokens signed with `iam`'s credentials for its region, and makes clients
     /// authenticate again every 10 s (so that a refreshed token is checked too).
     pub fn with_iam(iam: Iam) -> Kafka {
-        Kafka::build(1, &[], true, Some(iam))
+        Kafka::build(
+            1,
+            Options {
+                tls: true,
+                iam: Some(iam),
+                ..Options::default()
+            },
+        )
     }
 
-    fn with(n: u32, users: &[(&str, &str)], tls: bool) -> Kafka {
-        Kafka::build(n, users, tls, None)
+    /// One broker with a second plaintext listener for containers on a slirp4netns network
+    /// with `allow_host_loopback` ([`Kafka::container_bootstrap`]): bound on the host's
+    /// loopback, advertised at 10.0.2.2, the address such a container reaches it by.
+    pub fn for_containers() -> Kafka {
+        Kafka::build(
+            1,
+            Options {
+                containers: true,
+                ..Options::default()
+            },
+        )
     }
 
-    fn build(n: u32, users: &[(&str, &str)], tls: bool, iam: Option<Iam>) -> Kafka {
+    fn build(n: u32, options: Options) -> Kafka {
         let mut kafka = Kafka {
             nodes: (1..=n)
                 .map(|id| Node {
@@ -129,18 +176,17 @@ impl Kafka {
                     mtls_port: super::free_port(),
                     sasl_ssl_port: super::free_port(),
                     iam_port: super::free_port(),
+                    container_port: super::free_port(),
                     child: None,
                 })
                 .collect(),
-            users: users
-                .iter()
-                .map(|(u, p)| (u.to_string(), p.to_string()))
-                .collect(),
-            tls,
-            iam,
+            users: options.users,
+            tls: options.tls,
+            iam: options.iam,
+            containers: options.containers,
             dir: Some(tempfile::tempdir().unwrap()),
         };
-        if tls {
+        if kafka.tls {
             kafka.make_certificates();
         }
         if kafka.iam.is_some() {
@@ -342,6 +388,12 @@ impl Kafka {
                     iam.access_key_id, iam.secret_access_key, iam.region
                 ));
             }
+            let mut advertised = listeners.clone();
+            if self.containers {
+                listeners.push(format!("CONTAINERS://127.0.0.1:{}", node.container_port));
+                advertised.push(format!("CONTAINERS://10.0.2.2:{}", node.container_port));
+                map.push("CONTAINERS:PLAINTEXT");
+            }
             let plain = format!("PLAINTEXT://127.0.0.1:{}", node.port);
             properties = properties
                 .replace(
@@ -350,7 +402,7 @@ impl Kafka {
                 )
                 .replace(
                     &format!("advertised.listeners={plain}\n"),
-                    &format!("advertised.listeners={}\n", listeners.join(",")),
+                    &format!("advertised.listeners={}\n", advertised.join(",")),
                 )
                 .replace(
                     "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
@@ -490,6 +542,16 @@ impl Kafka {
     pub fn iam_bootstrap(&self) -> String {
         assert!(self.iam.is_some(), "a cluster made with Kafka::with_iam");
         self.listener(|n| n.iam_port)
+    }
+
+    /// The bootstrap list containers on a slirp4netns network reach the cluster by.
+    pub fn container_bootstrap(&self) -> String {
+        assert!(self.containers, "a cluster made with Kafka::for_containers");
+        self.nodes
+            .iter()
+            .map(|n| format!("10.0.2.2:{}", n.container_port))
+            .collect::<Vec<_>>()
+            .join(",")
     }
 
     /// `127.0.0.1:PORT` of every node, for the listener `port` picks.
