@@ -2,10 +2,10 @@
 //! when to send (every `flush_interval`, or as soon as a full batch waits), reads batches in
 //! sequence order, passes every message through the rate limiter, produces them, waits for
 //! every delivery report and only then removes the delivered records (one durable step).
-//! Two things overlap the sending of a batch: reading the next one, and confirming the
-//! previous one when it was delivered whole (so a kill re-sends at most those two batches).
-//! Until the broker has taken a batch (after the start, or after a round that delivered
-//! nothing) batches are small probes.
+//! While the backlog streams out whole, the next batch is read and produced behind the one in
+//! flight, and a batch delivered whole is confirmed meanwhile; at most two batches are ever
+//! delivered and unconfirmed, so a kill re-sends no more than that. Until the broker has taken
+//! a batch (after the start, or after a round that delivered nothing) batches are small probes.
 //! Failures are classified: retriable ones keep the event and back off, permanent ones go to
 //! the dead-letter table, configuration errors pause the topic, fatal ones recreate the
 //! producer. A (topic, key) pair with a failed message sends nothing newer until the failed
@@ -29,7 +29,8 @@ use crate::store::{
 };
 use futures::future::{self, Either};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::FutureRecord;
+use rdkafka::message::OwnedHeaders;
+use rdkafka::producer::{DeliveryFuture, FutureRecord};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -84,8 +85,62 @@ struct Confirmation {
     summaries: Vec<Record>,
 }
 
-/// A batch being read on a blocking thread.
-type ReadTask = tokio::task::JoinHandle<Result<ReadBatch, StoreError>>;
+/// The delivery report of one message: librdkafka's, or the error that kept it out of
+/// librdkafka's queue.
+type Report = Either<DeliveryFuture, future::Ready<KafkaError>>;
+
+/// A batch handed to librdkafka whose delivery reports are not all in.
+struct InFlight {
+    records: Vec<StoredRecord>,
+    /// One per record, in the same order.
+    reports: Vec<Report>,
+    started: std::time::Instant,
+}
+
+/// What settling one batch, or two together, found.
+#[derive(Debug, Default)]
+struct Round {
+    records: usize,
+    delivered: usize,
+    /// Failed messages kept for another try (their (topic, key) pairs are held).
+    retriable: usize,
+    /// The producer's state is in doubt: it is recreated.
+    fatal: bool,
+}
+
+impl Round {
+    fn whole(&self) -> bool {
+        self.delivered == self.records
+    }
+
+    /// Everything delivered: nothing to retry, nothing to react to.
+    fn clean(&self) -> bool {
+        self.whole() && self.retriable == 0 && !self.fatal
+    }
+
+    fn add(&mut self, other: Round) {
+        self.records += other.records;
+        self.delivered += other.delivered;
+        self.retriable += other.retriable;
+        self.fatal |= other.fatal;
+    }
+}
+
+/// What one delivery report says.
+async fn outcome(report: Report) -> Outcome {
+    match report {
+        Either::Left(delivery) => match delivery.await {
+            Ok(Ok(_)) => Outcome::Delivered,
+            Ok(Err((error, _))) => Outcome::Failed(error),
+            Err(_) => Outcome::Failed(KafkaError::Canceled),
+        },
+        Either::Right(ready) => Outcome::Failed(ready.await),
+    }
+}
+
+/// A batch being read on a blocking thread, with each record's headers made ready for
+/// librdkafka there (from the one decode the read does).
+type ReadTask = tokio::task::JoinHandle<Result<ReadBatch<OwnedHeaders>, StoreError>>;
 
 /// How [`Relay::run`] ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,11 +180,11 @@ pub struct Relay {
     failed_rounds: u32,
     /// See [`RelayStatus::broker_confirmed`].
     broker_confirmed: bool,
-    /// Set to the sequence after the last batch when that batch was delivered whole (its
-    /// confirmation may still be under way) and nothing is paused or held: no record before
-    /// it is left to send.
-    clean_through: Option<u64>,
-    /// The confirmation of the last batch, while the next one is sent.
+    /// The sequence after the last batch produced, while every stored record before it is
+    /// delivered, being confirmed or in flight, and nothing is paused or held: the next batch
+    /// may then be read from there and produced at once. `None` once anything failed.
+    chain: Option<u64>,
+    /// The confirmation of the last batch settled, while the next ones are sent.
     pending: Option<Confirmation>,
     metrics: Arc<crate::metrics::Metrics>,
     /// Skip the rate limiter while draining (`shutdown.drain_unlimited`).
@@ -183,7 +238,7 @@ impl Relay {
             known_topics: BTreeSet::new(),
             failed_rounds: 0,
             broker_confirmed: false,
-            clean_through: None,
+            chain: None,
             pending: None,
             metrics,
             unlimited_drain: false,
@@ -316,14 +371,15 @@ impl Relay {
             max_bytes = (max_bytes / PROBE_FRACTION as u64).max(1);
         }
         tokio::task::spawn_blocking(move || {
-            store.read_batch(from, max_events, max_bytes, |seq, record| {
+            store.read_batch_with(from, max_events, max_bytes, |seq, record| {
                 let message = &record.message;
                 // Most reads hold nothing back: no key pair to build for every record then.
-                skip_paused.contains(message.topic)
+                let skip = skip_paused.contains(message.topic)
                     || (!held.is_empty()
                         && held
                             .get(&(message.topic.to_string(), message.key.to_string()))
-                            .is_some_and(|failed| !failed.contains(&seq)))
+                            .is_some_and(|failed| !failed.contains(&seq)));
+                (!skip).then(|| owned_headers(&message.headers))
             })
         })
     }
@@ -336,20 +392,30 @@ impl Relay {
     }
 
     /// Sends batches until nothing sendable is left. While a batch is in flight the next one
-    /// is read from the store (reading takes a good part of the time sending does); it is
-    /// used only if the batch in flight is delivered whole with nothing paused or held, the
-    /// one case where no older record can still be waiting. Otherwise the store is read again
-    /// from the start. The relay reads ahead only after a batch went through whole: while the
-    /// broker is away, a batch read ahead would only sit in memory.
+    /// is read from the store and produced behind it, so that librdkafka's queue never runs
+    /// dry between batches; the two together settle like one batch twice the size. That
+    /// happens only on an unbroken chain ([`Relay::chain`]): after a failure, a pause or a
+    /// hold, what is in flight settles first and the store is read again from the start.
+    /// Before a batch is produced behind another, the confirmation of the one before them is
+    /// awaited: at most two batches are ever delivered and unconfirmed (a kill re-sends no
+    /// more). While the broker has not taken a batch nothing is read ahead: a batch read
+    /// ahead would only sit in memory.
     async fn drain(&mut self, shutdown: &mut Shutdown) -> Flow {
         let mut read_ahead: Option<(u64, ReadTask)> = None;
+        let mut in_flight: Option<InFlight> = None;
         loop {
             let now = Instant::now();
             self.paused.retain(|_, until| *until > now);
             let read = match read_ahead.take() {
-                Some((from, task)) if self.clean_through == Some(from) => task.await,
+                Some((from, task)) if self.chain == Some(from) => task.await,
                 _ => {
-                    // Reading from the start must not see a batch still being confirmed.
+                    self.chain = None;
+                    // Reading from the start must not see a batch in flight or being confirmed.
+                    if let Some(batch) = in_flight.take() {
+                        if self.complete(batch, &mut None, shutdown).await == Flow::Stop {
+                            return Flow::Stop;
+                        }
+                    }
                     if self.settle_pending(shutdown).await == Flow::Stop {
                         return Flow::Stop;
                     }
@@ -357,11 +423,15 @@ impl Relay {
                 }
             }
             .expect("the read task does not panic");
-            let streaming = self.clean_through.take().is_some();
             let batch = match read {
                 Ok(batch) => batch,
                 Err(e) => {
                     self.note_error("store", e.to_string());
+                    if let Some(batch) = in_flight.take() {
+                        if self.complete(batch, &mut None, shutdown).await == Flow::Stop {
+                            return Flow::Stop;
+                        }
+                    }
                     if self.settle_pending(shutdown).await == Flow::Stop {
                         return Flow::Stop;
                     }
@@ -381,6 +451,11 @@ impl Relay {
                 }
             }
             if batch.records.is_empty() {
+                if in_flight.is_some() {
+                    // Settled by the next turn, which reads from the start again.
+                    self.chain = None;
+                    continue;
+                }
                 // What is left once the last batch is confirmed waits for a pause or a hold.
                 let flow = self.settle_pending(shutdown).await;
                 // Exactly what this read left out: events appended since are not stuck, and
@@ -393,96 +468,148 @@ impl Relay {
                 _ = self.check_topics(&batch.records) => {}
                 _ = shutdown.stopping() => return Flow::Stop,
             }
-            let records: Vec<StoredRecord> = batch
+            let (records, headers): (Vec<StoredRecord>, Vec<OwnedHeaders>) = batch
                 .records
                 .into_iter()
-                .filter(|r| !self.paused.contains_key(r.topic()))
-                .collect();
+                .zip(batch.prepared)
+                .filter(|(r, _)| !self.paused.contains_key(r.topic()))
+                .unzip();
             let Some(last) = records.last().map(|r| r.seq) else {
+                self.chain = None;
                 continue;
             };
-            if streaming && self.paused.is_empty() && self.held.is_empty() {
+            // This batch starts a chain, or continues one, only if nothing older waits.
+            let unbroken = self.broker_confirmed
+                && batch.skipped == 0
+                && self.paused.is_empty()
+                && self.held.is_empty();
+            if in_flight.is_some() && self.settle_pending(shutdown).await == Flow::Stop {
+                return Flow::Stop;
+            }
+            let Some(produced) = self.produce(records, headers, shutdown).await else {
+                return Flow::Stop;
+            };
+            self.chain = unbroken.then_some(last + 1);
+            if self.chain.is_some() {
                 read_ahead = Some((last + 1, self.read_from(last + 1)));
             }
-            match self.send_batch(records, shutdown).await {
-                Flow::Stop => return Flow::Stop,
-                Flow::Continue => {}
+            if let Some(batch) = in_flight.replace(produced) {
+                if self.complete(batch, &mut in_flight, shutdown).await == Flow::Stop {
+                    return Flow::Stop;
+                }
             }
         }
     }
 
-    /// Produces one batch, waits for every report, then settles each record. Each message
-    /// is read in place from the stored bytes; librdkafka copies what it is given.
-    async fn send_batch(&mut self, records: Vec<StoredRecord>, shutdown: &mut Shutdown) -> Flow {
+    /// Produces one batch, `headers` holding each record's. Topic, key and value are read in
+    /// place from the stored bytes; librdkafka copies what it is given. `None` if told to
+    /// stop while librdkafka's queue was full.
+    async fn produce(
+        &mut self,
+        records: Vec<StoredRecord>,
+        headers: Vec<OwnedHeaders>,
+        shutdown: &mut Shutdown,
+    ) -> Option<InFlight> {
         let started = std::time::Instant::now();
-        let mut pending = Vec::with_capacity(records.len());
+        let mut reports = Vec::with_capacity(records.len());
         let limited = !(self.unlimited_drain && shutdown.is_shutting_down());
-        for record in &records {
+        for (record, headers) in records.iter().zip(headers) {
             if limited {
                 let waited = self.limiter.wait(record.size as usize).await;
                 self.metrics
                     .limiter_wait_seconds
                     .inc_by(waited.as_secs_f64());
             }
-            let view = record.view();
-            let message = &view.message;
-            let future = loop {
-                let produce = FutureRecord::to(message.topic)
-                    .key(message.key)
-                    .payload(message.payload)
-                    .headers(owned_headers(&message.headers));
+            let mut produce = FutureRecord::to(record.topic())
+                .key(record.key())
+                .payload(record.payload())
+                .headers(headers);
+            let report = loop {
                 match self.producer.send_result(produce) {
                     Ok(delivery) => break Either::Left(delivery),
-                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                        produce = back;
                         tokio::select! {
                             _ = tokio::time::sleep(Duration::from_millis(5)) => continue,
-                            _ = shutdown.stopping() => return Flow::Stop,
+                            _ = shutdown.stopping() => return None,
                         }
                     }
                     Err((error, _)) => break Either::Right(future::ready(error)),
                 }
             };
-            pending.push(future);
+            reports.push(report);
         }
+        Some(InFlight {
+            records,
+            reports,
+            started,
+        })
+    }
+
+    /// Awaits every delivery report of a batch and settles each record. If it did not go
+    /// through whole, the batch `behind` it (if one is in flight) settles with it before the
+    /// relay reacts to the failures of both at once.
+    async fn complete(
+        &mut self,
+        batch: InFlight,
+        behind: &mut Option<InFlight>,
+        shutdown: &mut Shutdown,
+    ) -> Flow {
+        let Some(mut round) = self.deliver(batch, shutdown).await else {
+            return Flow::Stop;
+        };
+        if !round.clean() {
+            if let Some(behind) = behind.take() {
+                let Some(more) = self.deliver(behind, shutdown).await else {
+                    return Flow::Stop;
+                };
+                round.add(more);
+            }
+        }
+        self.after_round(round, shutdown).await
+    }
+
+    /// Awaits the reports of one batch and settles its records; `None` if told to stop.
+    async fn deliver(&mut self, batch: InFlight, shutdown: &mut Shutdown) -> Option<Round> {
         // In order, one after the other: reports arrive in about that order anyway, and
         // join_all's task per future cost more CPU than the waiting (4 % of the drain).
+        let InFlight {
+            records,
+            reports,
+            started,
+        } = batch;
         let reports = async move {
-            let mut outcomes = Vec::with_capacity(pending.len());
-            for report in pending {
-                outcomes.push(match report {
-                    Either::Left(delivery) => match delivery.await {
-                        Ok(Ok(_)) => Outcome::Delivered,
-                        Ok(Err((error, _))) => Outcome::Failed(error),
-                        Err(_) => Outcome::Failed(KafkaError::Canceled),
-                    },
-                    Either::Right(ready) => Outcome::Failed(ready.await),
-                });
+            let mut outcomes = Vec::with_capacity(reports.len());
+            for report in reports {
+                outcomes.push(outcome(report).await);
             }
             outcomes
         };
         let outcomes = tokio::select! {
             outcomes = reports => outcomes,
-            _ = shutdown.stopping() => return Flow::Stop,
+            _ = shutdown.stopping() => return None,
         };
         self.settle(records, outcomes, started.elapsed(), shutdown)
             .await
     }
 
-    /// Confirms, parks, pauses or holds each record according to its outcome.
+    /// Confirms, parks, pauses or holds each record according to its outcome; `None` if told
+    /// to stop.
     async fn settle(
         &mut self,
         records: Vec<StoredRecord>,
         outcomes: Vec<Outcome>,
         took: Duration,
         shutdown: &mut Shutdown,
-    ) -> Flow {
+    ) -> Option<Round> {
         if self.settle_pending(shutdown).await == Flow::Stop {
-            return Flow::Stop;
+            return None;
         }
         let mut delivered: Vec<&StoredRecord> = Vec::new();
-        let next_seq = records.last().map_or(0, |r| r.seq + 1);
-        let mut retriable = 0usize;
-        let mut fatal = false;
+        let mut round = Round {
+            records: records.len(),
+            ..Round::default()
+        };
         for (record, outcome) in records.iter().zip(outcomes) {
             let seq = record.seq;
             let pair = || (record.topic().to_string(), record.key().to_string());
@@ -517,14 +644,14 @@ impl Relay {
                     // handles but not every Kafka-protocol broker does (tansu 0.6.0 took its
                     // storage down); a fresh producer, with a new producer id, is the reset
                     // every broker supports, at the cost of one InitProducerId request. The
-                    // relay goes on only once every report of the batch is in, so nothing of
-                    // the old producer is still in flight.
+                    // relay goes on only once every report in flight is in, so nothing of
+                    // the old producer is still under way.
                     let timed_out = matches!(
                         error,
                         KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut)
                     );
-                    fatal |= class == ErrorClass::Fatal || timed_out;
-                    retriable += 1;
+                    round.fatal |= class == ErrorClass::Fatal || timed_out;
+                    round.retriable += 1;
                     self.note_error(
                         if class == ErrorClass::Fatal {
                             "fatal"
@@ -537,28 +664,39 @@ impl Relay {
                 }
             }
         }
-        let whole = delivered.len() == records.len();
+        round.delivered = delivered.len();
         if !delivered.is_empty() {
             let confirmation = self.confirm(&delivered, took);
             // A batch delivered whole is confirmed while the next one is sent: every message
             // of it is in Kafka, so nothing of the next can overtake one of it. Otherwise
             // the confirmation is awaited before the failed records are looked at again.
             self.pending = Some(confirmation);
-            if !whole && self.settle_pending(shutdown).await == Flow::Stop {
-                return Flow::Stop;
+            if !round.whole() && self.settle_pending(shutdown).await == Flow::Stop {
+                return None;
             }
         }
-        if !delivered.is_empty() {
+        Some(round)
+    }
+
+    /// What the outcomes of a round (one batch, or two settled together) say about the
+    /// cluster: status and health, and after failures the back-off and, when the producer's
+    /// state is in doubt, a new producer.
+    async fn after_round(&mut self, round: Round, shutdown: &mut Shutdown) -> Flow {
+        if !round.clean() {
+            self.chain = None;
+        }
+        let mut fatal = round.fatal;
+        if round.delivered > 0 {
             self.broker_confirmed = true;
             self.health.recovered();
-        } else if retriable > 0 {
+        } else if round.retriable > 0 {
             self.broker_confirmed = false;
         }
         self.publish_status();
         self.metrics
             .broker_reachable
-            .set(if retriable > 0 { 0 } else { 1 });
-        if retriable > 0 && delivered.is_empty() {
+            .set(if round.retriable > 0 { 0 } else { 1 });
+        if round.retriable > 0 && round.delivered == 0 {
             self.failed_rounds += 1;
         } else {
             self.failed_rounds = 0;
@@ -575,9 +713,9 @@ impl Relay {
                 Err(e) => self.note_error("fatal", format!("recreating the producer: {e}")),
             }
         }
-        if retriable > 0 {
+        if round.retriable > 0 {
             tracing::warn!(
-                retriable,
+                retriable = round.retriable,
                 backoff_ms = self.backoff.as_millis() as u64,
                 "retrying failed messages after a pause"
             );
@@ -586,9 +724,6 @@ impl Relay {
             return self.pause_for(wait, shutdown).await;
         }
         self.backoff = self.config.retry_backoff_min;
-        if whole && self.paused.is_empty() && self.held.is_empty() {
-            self.clean_through = Some(next_seq);
-        }
         Flow::Continue
     }
 
@@ -639,7 +774,7 @@ impl Relay {
             return Ok(());
         };
         if let Err(e) = confirmation.durable.await {
-            self.clean_through = None;
+            self.chain = None;
             self.note_error("store", e.to_string());
             return Err(e);
         }

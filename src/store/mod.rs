@@ -151,15 +151,29 @@ pub enum StoreError {
 }
 
 /// A batch read for the relay.
-#[derive(Debug, Default)]
-pub struct ReadBatch {
+#[derive(Debug)]
+pub struct ReadBatch<T = ()> {
     pub records: Vec<StoredRecord>,
+    /// What the reader's `prepare` made of each record, in the same order.
+    pub prepared: Vec<T>,
     /// Records that failed to decode: to be quarantined, never delivered.
     pub corrupt: Vec<(u64, RecordError)>,
     /// Stored bytes of the records read.
     pub bytes: u64,
     /// Records `skip` left out (paused topics, held tenants).
     pub skipped: u64,
+}
+
+impl<T> Default for ReadBatch<T> {
+    fn default() -> Self {
+        ReadBatch {
+            records: Vec::new(),
+            prepared: Vec::new(),
+            corrupt: Vec::new(),
+            bytes: 0,
+            skipped: 0,
+        }
+    }
 }
 
 /// One record of a [`ReadBatch`]: its sequence number and its stored bytes, checked when read
@@ -172,14 +186,15 @@ pub struct StoredRecord {
     pub appended_ms: u64,
     /// The message's size as [`MessageView::size`] counts it.
     pub size: u64,
-    chunk: Arc<[u8]>,
+    chunk: bytes::Bytes,
     range: std::ops::Range<usize>,
     topic: std::ops::Range<usize>,
     key: std::ops::Range<usize>,
+    payload: std::ops::Range<usize>,
 }
 
 impl StoredRecord {
-    fn new(seq: u64, chunk: &Arc<[u8]>, view: &RecordView, raw: &[u8]) -> StoredRecord {
+    fn new(seq: u64, chunk: &bytes::Bytes, view: &RecordView, raw: &[u8]) -> StoredRecord {
         let at = |part: &[u8]| {
             let start = part.as_ptr() as usize - chunk.as_ptr() as usize;
             start..start + part.len()
@@ -192,6 +207,7 @@ impl StoredRecord {
             range: at(raw),
             topic: at(view.message.topic.as_bytes()),
             key: at(view.message.key.as_bytes()),
+            payload: at(view.message.payload),
         }
     }
 
@@ -201,6 +217,11 @@ impl StoredRecord {
 
     pub fn key(&self) -> &str {
         std::str::from_utf8(&self.chunk[self.key.clone()]).expect("checked when read")
+    }
+
+    /// The message's value.
+    pub fn payload(&self) -> &[u8] {
+        &self.chunk[self.payload.clone()]
     }
 
     /// The record, borrowing from the stored bytes.
@@ -405,6 +426,21 @@ impl Store {
         max_bytes: u64,
         mut skip: impl FnMut(u64, &RecordView) -> bool,
     ) -> Result<ReadBatch, StoreError> {
+        self.read_batch_with(from, max_events, max_bytes, |seq, record| {
+            (!skip(seq, record)).then_some(())
+        })
+    }
+
+    /// [`Store::read_batch`], where `prepare` sees each record while it is decoded and returns
+    /// what the reader keeps of it (`None` leaves it out, as `skip` does), so that the reader
+    /// decodes nothing twice.
+    pub fn read_batch_with<T>(
+        &self,
+        from: u64,
+        max_events: usize,
+        max_bytes: u64,
+        mut prepare: impl FnMut(u64, &RecordView) -> Option<T>,
+    ) -> Result<ReadBatch<T>, StoreError> {
         let mut batch = ReadBatch::default();
         let mut position = from;
         loop {
@@ -422,8 +458,9 @@ impl Store {
             if !self.is_indexed(first) {
                 continue;
             }
-            let frames: Arc<[u8]> = match entry.generation.segments.read(&entry.location) {
-                Ok(frames) => frames.into(),
+            let frames = match entry.generation.segments.read(&entry.location) {
+                // Shared by the chunk's records without a copy.
+                Ok(frames) => bytes::Bytes::from(frames),
                 // Delivered (and its generation retired) since the check above.
                 Err(_) if !self.is_indexed(first) => continue,
                 Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
@@ -446,10 +483,10 @@ impl Store {
                 };
                 match record::decode_in_place::<RecordView>(raw) {
                     Ok(view) => {
-                        if skip(seq, &view) {
+                        let Some(prepared) = prepare(seq, &view) else {
                             batch.skipped += 1;
                             continue;
-                        }
+                        };
                         let size = raw.len() as u64;
                         if !batch.records.is_empty()
                             && (batch.records.len() >= max_events || batch.bytes + size > max_bytes)
@@ -460,6 +497,7 @@ impl Store {
                         batch
                             .records
                             .push(StoredRecord::new(seq, &frames, &view, raw));
+                        batch.prepared.push(prepared);
                     }
                     Err(error) => batch.corrupt.push((seq, error)),
                 }
