@@ -185,6 +185,11 @@ pub struct BenchArgs {
     /// tool: the plain producer's rate without the messages the relay left in the broker.
     #[arg(long)]
     pub baseline_fresh: bool,
+    /// Messages the plain producer sends [default: as many as were posted, or delivered by the
+    /// relay in a drain-only run]; with `--events 0` and no `--drain`, the run is the plain
+    /// producer alone.
+    #[arg(long)]
+    pub baseline_events: Option<u64>,
     /// Print one JSON object instead of a line per measure.
     #[arg(long)]
     pub json: bool,
@@ -637,6 +642,7 @@ async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         drain: args.drain,
         baseline_brokers: args.baseline_brokers,
         baseline_fresh: args.baseline_fresh,
+        baseline_events: args.baseline_events,
     })
     .await?;
     if args.json {

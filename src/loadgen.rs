@@ -39,6 +39,9 @@ pub struct LoadSpec {
     pub baseline_brokers: Option<String>,
     /// Also produce them to a fresh embedded broker of the load tool's own.
     pub baseline_fresh: bool,
+    /// How many messages the plain producer sends (`None`: as many as were posted, or
+    /// delivered in a drain-only run).
+    pub baseline_events: Option<u64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -279,7 +282,9 @@ pub async fn run(spec: LoadSpec) -> anyhow::Result<LoadReport> {
     }
     if spec.baseline_brokers.is_some() || spec.baseline_fresh {
         let mut baseline_spec = spec.clone();
-        if baseline_spec.events == 0 {
+        if let Some(events) = spec.baseline_events {
+            baseline_spec.events = events.max(1);
+        } else if baseline_spec.events == 0 {
             // Drain-only run: compare against as many messages as the relay delivered.
             let delivered = status(&client, &url).await?["relay"]["delivered_events"]
                 .as_u64()
