@@ -884,7 +884,7 @@ impl Committer {
 
     /// Lays out the group's new records for the active segment file, in `group.frames`: a
     /// group header, then the records as frames, named in chunks of about
-    /// [`CHUNK_TARGET_BYTES`]; `log_end` moves past them in the same sled batch.
+    /// [`chunk::CHUNK_TARGET_BYTES`]; `log_end` moves past them in the same sled batch.
     fn build_chunks(&self, group: &mut Group) {
         if group.pending.is_empty() {
             return;

@@ -1,6 +1,6 @@
 //! The de-duplication index: which `source` + `id` pairs were appended within the window, and
 //! under which sequence number. A pair is known by a 128-bit SHA-256 fingerprint, of which the
-//! in-memory table ([`super::print_table`]) compares 96 bits; a chance collision (about 2^-57
+//! in-memory table (`print_table.rs`) compares 96 bits; a chance collision (about 2^-57
 //! at a million pairs, and infeasible to forge) is far below the rate of undetected disk
 //! errors. The index lives in memory for speed; each commit group
 //! persists its new entries as one value (`h` + first sequence number), so that restart rebuilds
