@@ -178,7 +178,7 @@ impl<T> Default for ReadBatch<T> {
 
 /// One record of a [`ReadBatch`]: its sequence number and its stored bytes, checked when read
 /// and shared with the other records of its chunk. [`StoredRecord::view`] reads it in place;
-/// what the relay looks at for every record (topic, key, age, size) is kept at hand.
+/// what the relay looks at for every record (topic, key, value, age, size) is kept at hand.
 #[derive(Debug, Clone)]
 pub struct StoredRecord {
     pub seq: u64,
