@@ -109,13 +109,9 @@ struct Round {
 }
 
 impl Round {
+    /// Everything delivered: nothing to retry, nothing to react to.
     fn whole(&self) -> bool {
         self.delivered == self.records
-    }
-
-    /// Everything delivered: nothing to retry, nothing to react to.
-    fn clean(&self) -> bool {
-        self.whole() && self.retriable == 0 && !self.fatal
     }
 
     fn add(&mut self, other: Round) {
@@ -411,12 +407,7 @@ impl Relay {
                 _ => {
                     self.chain = None;
                     // Reading from the start must not see a batch in flight or being confirmed.
-                    if let Some(batch) = in_flight.take() {
-                        if self.complete(batch, &mut None, shutdown).await == Flow::Stop {
-                            return Flow::Stop;
-                        }
-                    }
-                    if self.settle_pending(shutdown).await == Flow::Stop {
+                    if self.settle_all(&mut in_flight, shutdown).await == Flow::Stop {
                         return Flow::Stop;
                     }
                     self.read_from(0).await
@@ -427,12 +418,7 @@ impl Relay {
                 Ok(batch) => batch,
                 Err(e) => {
                     self.note_error("store", e.to_string());
-                    if let Some(batch) = in_flight.take() {
-                        if self.complete(batch, &mut None, shutdown).await == Flow::Stop {
-                            return Flow::Stop;
-                        }
-                    }
-                    if self.settle_pending(shutdown).await == Flow::Stop {
+                    if self.settle_all(&mut in_flight, shutdown).await == Flow::Stop {
                         return Flow::Stop;
                     }
                     return self
@@ -558,7 +544,7 @@ impl Relay {
         let Some(mut round) = self.deliver(batch, shutdown).await else {
             return Flow::Stop;
         };
-        if !round.clean() {
+        if !round.whole() {
             if let Some(behind) = behind.take() {
                 let Some(more) = self.deliver(behind, shutdown).await else {
                     return Flow::Stop;
@@ -567,6 +553,20 @@ impl Relay {
             }
         }
         self.after_round(round, shutdown).await
+    }
+
+    /// Settles the batch in flight, if any, and awaits the pending confirmation.
+    async fn settle_all(
+        &mut self,
+        in_flight: &mut Option<InFlight>,
+        shutdown: &mut Shutdown,
+    ) -> Flow {
+        if let Some(batch) = in_flight.take() {
+            if self.complete(batch, &mut None, shutdown).await == Flow::Stop {
+                return Flow::Stop;
+            }
+        }
+        self.settle_pending(shutdown).await
     }
 
     /// Awaits the reports of one batch and settles its records; `None` if told to stop.
@@ -682,7 +682,7 @@ impl Relay {
     /// cluster: status and health, and after failures the back-off and, when the producer's
     /// state is in doubt, a new producer.
     async fn after_round(&mut self, round: Round, shutdown: &mut Shutdown) -> Flow {
-        if !round.clean() {
+        if !round.whole() {
             self.chain = None;
         }
         let mut fatal = round.fatal;
