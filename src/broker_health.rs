@@ -3,7 +3,7 @@
 //! their logging: each kind of error once, then a summary with its count and last message at
 //! most every [`SUMMARY_EVERY`], never a line per retry.
 
-use crate::store::now_ms;
+use crate::clock::now_ms;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use serde::Serialize;
 use std::collections::HashMap;

@@ -531,6 +531,14 @@ fn progress_bar(len: u64, what: &str) -> indicatif::ProgressBar {
     bar
 }
 
+/// A stored record as `inspect --export` shows its event: the CloudEvent its Kafka message
+/// binds, in JSON (null when the message does not read as one).
+fn describe_record(record: &crate::store::Record) -> serde_json::Value {
+    binding::from_message(&record.message.headers, &record.message.payload)
+        .map(|event| http::to_json(&event))
+        .unwrap_or(serde_json::Value::Null)
+}
+
 fn inspect(
     dir: &std::path::Path,
     verify: bool,
@@ -583,9 +591,13 @@ fn inspect(
                     std::fs::File::create(path)
                         .with_context(|| format!("creating {}", path.display()))?,
                 );
-                inspector.export(dead, &mut file, || bar.inc(1))?
+                inspector.export(dead, &mut file, describe_record, || bar.inc(1))?
             }
-            None => inspector.export(dead, &mut std::io::stdout().lock(), || bar.inc(1))?,
+            None => {
+                inspector.export(dead, &mut std::io::stdout().lock(), describe_record, || {
+                    bar.inc(1)
+                })?
+            }
         };
         bar.finish_and_clear();
         eprintln!(

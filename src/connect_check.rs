@@ -119,7 +119,7 @@ pub async fn run(config: &Config, timeout: Duration) -> Report {
                 format!(
                     "signed an MSK IAM token for {} (valid {}s)",
                     security.aws_region,
-                    (token.expiry_ms - crate::store::now_ms() as i64) / 1000
+                    (token.expiry_ms - crate::clock::now_ms() as i64) / 1000
                 ),
             ),
             Ok(Err(e)) => return report.fail("credentials", e),

@@ -94,7 +94,7 @@ pub fn sample_record(catalog: &Catalog, n: u64) -> crate::store::Record {
         .tenant_key(&crate::event::DEFAULT_KEY_ORDER)
         .expect("sample events name a tenant");
     crate::store::Record {
-        appended_ms: crate::store::now_ms(),
+        appended_ms: crate::clock::now_ms(),
         event_id: event.id.clone(),
         event_source: event.source.clone(),
         event_type: event.event_type.clone(),

@@ -2,8 +2,9 @@
 //! sidecars side by side). Counters and histograms are fed where things happen (ingest, relay,
 //! committer); gauges that mirror the store are read when `/metrics` is scraped.
 
+use crate::clock::now_ms;
 use crate::shutdown::Phase;
-use crate::store::{now_ms, Store};
+use crate::store::Store;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;

@@ -175,7 +175,7 @@ impl AuthStatus {
     fn success(&self) {
         self.refreshes.fetch_add(1, Ordering::Relaxed);
         self.last_success_ms
-            .store(crate::store::now_ms(), Ordering::Relaxed);
+            .store(crate::clock::now_ms(), Ordering::Relaxed);
         *self.last_error.lock().expect("lock") = None;
     }
 
@@ -301,7 +301,7 @@ impl TokenSource {
             Ok(token) => {
                 self.status.success();
                 tracing::info!(
-                    expires_in_s = (token.expiry_ms - crate::store::now_ms() as i64) / 1000,
+                    expires_in_s = (token.expiry_ms - crate::clock::now_ms() as i64) / 1000,
                     "signed a new MSK IAM token"
                 );
             }
@@ -428,7 +428,7 @@ mod tests {
             ),
         );
         let token = ok.token().unwrap();
-        let left = token.expiry_ms - crate::store::now_ms() as i64;
+        let left = token.expiry_ms - crate::clock::now_ms() as i64;
         assert!((110_000..=120_000).contains(&left), "{left} ms left");
         assert_eq!(ok.status.refreshes.load(Ordering::Relaxed), 1);
         assert!(ok.status.failing().is_none());

@@ -59,7 +59,7 @@ pub async fn status(url: &str, json: bool) -> anyhow::Result<()> {
     }
     let store = &s["store"];
     let relay = &s["relay"];
-    let now_ms = crate::store::now_ms();
+    let now_ms = crate::clock::now_ms();
     let last_delivery = relay["last_delivery_ms"]
         .as_u64()
         .map(|t| format!("{} ago", age(Some(now_ms.saturating_sub(t)))))

@@ -5,10 +5,11 @@
 
 use crate::api::{self, App, Intake};
 use crate::catalog::Catalog;
+use crate::clock::now_ms;
 use crate::config::{Config, ShutdownConfig};
 use crate::relay::{Relay, RelayExit, StatusHandle};
 use crate::shutdown::{self, Shutdown, ShutdownSender};
-use crate::store::{now_ms, Store};
+use crate::store::Store;
 use anyhow::Context;
 use serde::Serialize;
 use std::collections::BTreeMap;

@@ -398,7 +398,7 @@ async fn a_corrupted_record_is_quarantined_and_the_rest_delivered() {
     // Flip bytes of record 5 in a copy of the store.
     let copy = dir.path().join("copy");
     copy_dir(&original, &copy);
-    edge_outbox::store::inspect::corrupt_record_for_tests(&copy, 5).unwrap();
+    flip_record_bytes(&copy, 5);
     let sidecar = SidecarProcess::start(&config, &copy, &broker.bootstrap()).await;
     sidecar.wait_drained(Duration::from_secs(60)).await;
     let status = sidecar.status().await;
@@ -426,17 +426,4 @@ async fn a_corrupted_record_is_quarantined_and_the_rest_delivered() {
         dlq[0]["error"].as_str().unwrap().contains("corrupt"),
         "{dlq}"
     );
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
 }

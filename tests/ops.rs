@@ -139,7 +139,7 @@ async fn inspect_counts_verifies_and_exports_a_stopped_store() {
     );
 
     // A flipped byte is found and named.
-    edge_outbox::store::inspect::corrupt_record_for_tests(&data, 4).unwrap();
+    flip_record_bytes(&data, 4);
     let bad = inspect(&data, &["--verify"]);
     assert!(!bad.status.success());
     let report: serde_json::Value = serde_json::from_slice(&bad.stdout).unwrap();

@@ -4,9 +4,10 @@
 
 use super::problem::Problem;
 use super::App;
+use crate::clock::now_ms;
 use crate::event::kafka::to_message;
 use crate::event::{http, ErrorKind, EventError};
-use crate::store::{now_ms, Record};
+use crate::store::Record;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};

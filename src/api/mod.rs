@@ -8,11 +8,12 @@ pub mod problem;
 
 use crate::broker_health::FailureKind;
 use crate::catalog::Catalog;
+use crate::clock::now_ms;
 use crate::config::IngestConfig;
 use crate::event::kafka::KafkaMode;
 use crate::relay::StatusHandle;
 use crate::shutdown::{Phase, Shutdown};
-use crate::store::{now_ms, record, Record, Store, StoreError};
+use crate::store::{record, Record, Store, StoreError};
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};

@@ -4,6 +4,7 @@
 
 use super::http::{from_json, to_json, STRUCTURED};
 use super::{CloudEvent, Data};
+use crate::message::Message;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -16,71 +17,10 @@ pub enum KafkaMode {
     Structured,
 }
 
-/// A Kafka message ready to produce: everything the relay needs without re-parsing JSON.
-/// Byte fields are (de)serialised as byte strings, not as sequences of numbers: the same
-/// bincode bytes, read in one copy instead of one call per byte.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct KafkaMessage {
-    pub topic: String,
-    pub key: String,
-    #[serde(with = "header_bytes")]
-    pub headers: Vec<(String, Vec<u8>)>,
-    #[serde(with = "serde_bytes")]
-    pub payload: Vec<u8>,
-}
-
-/// `(name, value)` header pairs with the values as byte strings.
-mod header_bytes {
-    use serde::{Deserialize, Deserializer, Serializer};
-    use serde_bytes::{ByteBuf, Bytes};
-
-    pub fn serialize<S: Serializer>(
-        headers: &[(String, Vec<u8>)],
-        serializer: S,
-    ) -> Result<S::Ok, S::Error> {
-        serializer.collect_seq(
-            headers
-                .iter()
-                .map(|(name, value)| (name, Bytes::new(value))),
-        )
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(
-        deserializer: D,
-    ) -> Result<Vec<(String, Vec<u8>)>, D::Error> {
-        let headers = Vec::<(String, ByteBuf)>::deserialize(deserializer)?;
-        Ok(headers
-            .into_iter()
-            .map(|(name, value)| (name, value.into_vec()))
-            .collect())
-    }
-}
-
-impl KafkaMessage {
-    /// Bytes on the wire, roughly: key, headers and payload.
-    pub fn size(&self) -> usize {
-        wire_size(&self.key, &self.headers, &self.payload)
-    }
-}
-
-/// Bytes on the wire, roughly: key, headers and payload.
-pub fn wire_size<N: AsRef<str>, V: AsRef<[u8]>>(
-    key: &str,
-    headers: &[(N, V)],
-    payload: &[u8],
-) -> usize {
-    key.len()
-        + payload.len()
-        + headers
-            .iter()
-            .map(|(name, value)| name.as_ref().len() + value.as_ref().len())
-            .sum::<usize>()
-}
-
 /// Maps an event onto a Kafka message for `topic` with the tenant `key`.
-pub fn to_message(event: &CloudEvent, topic: &str, key: &str, mode: KafkaMode) -> KafkaMessage {
+pub fn to_message(event: &CloudEvent, topic: &str, key: &str, mode: KafkaMode) -> Message {
     match mode {
-        KafkaMode::Structured => KafkaMessage {
+        KafkaMode::Structured => Message {
             topic: topic.to_string(),
             key: key.to_string(),
             headers: vec![("content-type".into(), STRUCTURED.as_bytes().to_vec())],
@@ -123,7 +63,7 @@ pub fn to_message(event: &CloudEvent, topic: &str, key: &str, mode: KafkaMode) -
                     serde_json::to_vec(value).expect("a JSON value serialises")
                 }
             };
-            KafkaMessage {
+            Message {
                 topic: topic.to_string(),
                 key: key.to_string(),
                 headers,

@@ -18,15 +18,14 @@ pub use limiter::Limiter;
 
 use crate::broker_health::BrokerHealth;
 use crate::catalog::OUTBOX_PUBLISHED_TYPE;
+use crate::clock::now_ms;
 use crate::config::{KafkaConfig, RelayConfig};
 use crate::kafka::{
     classify, create_producer_with, owned_headers, ErrorClass, KafkaContext, Producer,
 };
 use crate::msk_iam::TokenSource;
 use crate::shutdown::{Phase, Shutdown};
-use crate::store::{
-    now_ms, Queued, ReadBatch, Record, RecordView, Store, StoreError, StoredRecord,
-};
+use crate::store::{Queued, ReadBatch, Record, RecordView, Store, StoreError, StoredRecord};
 use futures::future::{self, Either};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::OwnedHeaders;

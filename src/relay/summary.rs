@@ -5,9 +5,10 @@
 //! Summaries are keyed by the sidecar's `summary_source`, so they keep their order per sidecar.
 
 use crate::catalog::OUTBOX_PUBLISHED_TYPE;
+use crate::clock::now_ms;
 use crate::event::kafka::{to_message, KafkaMode};
 use crate::event::{CloudEvent, Data};
-use crate::store::{now_ms, Record, RecordView};
+use crate::store::{Record, RecordView};
 use serde_json::json;
 use std::collections::BTreeMap;
 
@@ -107,7 +108,7 @@ pub fn summaries(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::kafka::KafkaMessage;
+    use crate::message::Message;
 
     fn record(id: &str, tenant: &str, event_type: &str) -> Record {
         Record {
@@ -115,7 +116,7 @@ mod tests {
             event_id: id.into(),
             event_source: "s".into(),
             event_type: event_type.into(),
-            message: KafkaMessage {
+            message: Message {
                 topic: event_type.into(),
                 key: tenant.into(),
                 headers: vec![],

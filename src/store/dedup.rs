@@ -1,32 +1,17 @@
-//! The de-duplication index: which `source` + `id` pairs were appended within the window, and
-//! under which sequence number. A pair is known by a 128-bit SHA-256 fingerprint, of which the
-//! in-memory table (`print_table.rs`) compares 96 bits; a chance collision (about 2^-57
-//! at a million pairs, and infeasible to forge) is far below the rate of undetected disk
-//! errors. The index lives in memory for speed; each commit group
-//! persists its new entries as one value (`h` + first sequence number), so that restart rebuilds
-//! the index by reading those, and expiry deletes whole groups. A value is a *pack*: a list of
+//! The de-duplication index: which `source` + `id` pairs (by their fingerprint) were appended
+//! within the window, and under which sequence number. It lives in memory; each commit group
+//! persists its new entries as one value (`h` + first sequence number), so that restart
+//! rebuilds the index by reading those, and expiry deletes whole groups. A value is a *pack*: a list of
 //! groups, one when a commit writes it, many when a rotation copies them into a new generation
 //! (large values become sled blob files of their exact size, which keeps a fresh generation
 //! small). Bounded twice: by the time window and by a maximum number of entries (oldest groups
 //! are forgotten first).
 
+use super::fingerprint::Fingerprint;
 use super::print_table::PrintTable;
 use super::record::{self, RecordError};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use std::collections::{HashMap, VecDeque};
-
-pub type Fingerprint = u128;
-
-/// The fingerprint of a `source` + `id` pair.
-pub fn fingerprint(source: &str, id: &str) -> Fingerprint {
-    let mut hasher = Sha256::new();
-    hasher.update((source.len() as u64).to_le_bytes());
-    hasher.update(source.as_bytes());
-    hasher.update(id.as_bytes());
-    let digest = hasher.finalize();
-    u128::from_le_bytes(digest[..16].try_into().expect("16 bytes"))
-}
 
 /// The persisted entries of one commit group.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -158,12 +143,7 @@ impl DedupIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn fingerprints_separate_source_and_id() {
-        assert_ne!(fingerprint("a", "bc"), fingerprint("ab", "c"));
-        assert_eq!(fingerprint("s", "1"), fingerprint("s", "1"));
-    }
+    use crate::store::fingerprint::fingerprint;
 
     #[test]
     fn groups_expire_by_age_and_by_count() {

@@ -1,25 +1,27 @@
 //! Offline inspection of a stopped store: counters, a checksum pass over every undelivered
-//! record and dead letter, and JSON-lines export. It opens the live generations with sled
-//! directly and writes nothing; sled's own lock refuses a store that a running sidecar holds.
+//! record and dead letter, and JSON-lines export. It reads the store as the sidecar would open
+//! it (through [`super::recovery`]) and writes nothing; sled's own lock refuses a store that a
+//! running sidecar holds.
 
 use super::chunk::ChunkMeta;
-use super::dedup;
-use super::generation;
+use super::generation::{self, Generation};
 use super::keys;
 use super::record::{self, DeadLetter, Record};
+use super::recovery;
 use super::segment::{self, Location, SegmentReader};
-use crate::event::kafka::from_message;
 use serde::Serialize;
+use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+/// sled's page cache while inspecting.
+const CACHE_BYTES: u64 = 16 * 1024 * 1024;
 
 /// A stopped store, opened for reading.
 pub struct Inspector {
     /// Oldest first; the last one is active.
-    generations: Vec<(u64, sled::Db, sled::Tree)>,
-    /// Each generation's segment files, in the same order.
-    segments: Vec<SegmentReader>,
-    dir: std::path::PathBuf,
+    generations: Vec<Generation>,
+    dir: PathBuf,
 }
 
 /// What `inspect` reports.
@@ -65,74 +67,50 @@ impl Inspector {
                 dir.display()
             );
         };
-        let mut generations = Vec::new();
-        let mut segments = Vec::new();
-        for id in ids {
-            let db = generation::open_sled(
-                sled::Config::new()
-                    .path(generation::dir_of(dir, id))
-                    .cache_capacity(16 * 1024 * 1024)
-                    .flush_every_ms(None),
-            )
+        let generations = recovery::open_generations(dir, &ids, CACHE_BYTES)
             .map_err(|e| {
                 anyhow::anyhow!(
                     "cannot open the store in {} ({e}); is a sidecar still running on it?",
                     dir.display()
                 )
-            })?;
-            let tree = db.open_tree("outbox")?;
-            generations.push((id, db, tree));
-            segments.push(SegmentReader::new(generation::segments_dir(
-                &generation::dir_of(dir, id),
-            )));
-        }
+            })?
+            .into_iter()
+            .map(|(generation, _)| generation)
+            .collect();
         Ok(Inspector {
             generations,
-            segments,
             dir: dir.to_path_buf(),
         })
     }
 
-    fn active(&self) -> &sled::Tree {
-        &self.generations.last().expect("at least one generation").2
+    fn active(&self) -> &Generation {
+        self.generations.last().expect("at least one generation")
     }
 
     fn meta(&self, name: &str) -> anyhow::Result<u64> {
-        Ok(self
-            .active()
-            .get(keys::meta(name))?
-            .and_then(|v| keys::u64_value(&v))
-            .unwrap_or(0))
+        Ok(recovery::meta_u64(&self.active().tree(), name)?)
     }
 
     /// Every chunk's first sequence number, metadata, location and segment files, in sequence
-    /// order.
+    /// order: those sled names, then the groups only the log holds after a crash (the sidecar
+    /// restores them when it opens the store).
     fn chunks(&self) -> anyhow::Result<Vec<StoredChunk<'_>>> {
-        let mut out = Vec::new();
-        for ((_, _, tree), segments) in self.generations.iter().zip(&self.segments) {
-            for item in tree.scan_prefix([keys::CHUNK_META]) {
-                let (key, value) = item?;
-                let first = keys::seq_of(&key);
-                let meta = record::decode::<ChunkMeta>(&value)
+        let mut named = BTreeMap::new();
+        for generation in &self.generations {
+            for chunk in recovery::named_chunks(generation)? {
+                let first = chunk.first;
+                let meta = chunk
+                    .meta
                     .map_err(|e| anyhow::anyhow!("chunk {first} has corrupt metadata: {e}"))?;
-                let location = tree
-                    .get(keys::chunk(first))?
-                    .and_then(|v| Location::decode(&v));
-                out.push((first, meta, location, segments));
+                named.insert(first, (first, meta, chunk.location, &generation.segments));
             }
         }
-        // After a crash, the newest appends may be only in the log (the sidecar restores them
-        // when it opens the store): read them from there too.
-        let (_, _, tree) = self.generations.last().expect("at least one generation");
-        let segments = self.segments.last().expect("one per generation");
-        let log_end = tree
-            .get(keys::meta(keys::LOG_END))?
-            .and_then(|v| keys::decode_log_end(&v))
-            .unwrap_or_default();
-        let (groups, _) = segment::scan(segments.dir(), log_end)?;
+        let active = self.active();
+        let (groups, _) = recovery::unnamed_log_groups(active, &named)?;
+        let mut out: Vec<StoredChunk<'_>> = named.into_values().collect();
         for group in groups {
             let meta = ChunkMeta::new(0, group.lengths);
-            out.push((group.first_seq, meta, Some(group.frames), segments));
+            out.push((group.first_seq, meta, Some(group.frames), &active.segments));
         }
         Ok(out)
     }
@@ -167,14 +145,14 @@ impl Inspector {
         let chunks = self.chunks()?;
         let mut summary = Summary {
             schema_version: self.meta("schema_version")?,
-            generations: self.generations.iter().map(|g| g.0).collect(),
+            generations: self.generations.iter().map(|g| g.id).collect(),
             next_seq: self.meta("next_seq")?.max(
                 chunks
                     .last()
                     .map_or(0, |(first, meta, _, _)| first + meta.count()),
             ),
             cursor: self.meta("cursor")?,
-            dead_letters: self.dead_letter_items()?.count() as u64,
+            dead_letters: self.dead_letter_items().len() as u64,
             chunks: chunks.len() as u64,
             disk_bytes: generation::disk_usage(&self.dir),
             ..Summary::default()
@@ -191,15 +169,9 @@ impl Inspector {
                 summary.last_backlog_seq = Some(seq);
             }
         }
-        let (_, db, _) = self.generations.last().expect("at least one generation");
-        let window = db.open_tree(generation::WINDOW_TREE)?;
-        for item in window
-            .iter()
-            .chain(self.active().scan_prefix([keys::DEDUP]))
-        {
-            let value = item?.1;
-            summary.dedup_bytes += value.len() as u64;
-            if let Ok(groups) = dedup::decode_pack(&value) {
+        for pack in recovery::dedup_packs(self.active())? {
+            summary.dedup_bytes += pack.bytes;
+            if let Ok(groups) = pack.groups {
                 summary.dedup_entries += groups.iter().map(|g| g.entries.len() as u64).sum::<u64>();
             }
         }
@@ -208,12 +180,10 @@ impl Inspector {
 
     /// The dead letters of the active generation: its dead-letter tree, then any the release
     /// before kept in the main tree (moved out when a sidecar next opens the store).
-    fn dead_letter_items(
-        &self,
-    ) -> anyhow::Result<impl Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>> + '_> {
-        let (_, db, _) = self.generations.last().expect("at least one generation");
-        let dead = db.open_tree(generation::DEAD_TREE)?;
-        Ok(dead.iter().chain(self.active().scan_prefix([keys::DEAD])))
+    fn dead_letter_items(&self) -> Vec<sled::Result<(sled::IVec, sled::IVec)>> {
+        let active = self.active();
+        let legacy = active.tree().scan_prefix([keys::DEAD]).collect::<Vec<_>>();
+        active.dead().iter().chain(legacy).collect()
     }
 
     /// Decodes every undelivered record and dead letter; `progress` is told each value checked.
@@ -226,7 +196,7 @@ impl Inspector {
             }
             progress();
         })?;
-        for item in self.dead_letter_items()? {
+        for item in self.dead_letter_items() {
             let (key, value) = item?;
             match record::decode::<DeadLetter>(&value) {
                 Ok(_) => out.dead_letters_ok += 1,
@@ -240,25 +210,27 @@ impl Inspector {
     }
 
     /// Writes the backlog (or the dead letters) as JSON lines: sequence number, topic, key and
-    /// the CloudEvent. Returns how many lines were written.
+    /// the event as `describe` renders the record (the caller knows the bindings; the store
+    /// does not). Returns how many lines were written.
     pub fn export(
         &self,
         dead: bool,
         out: &mut impl Write,
+        describe: impl Fn(&Record) -> serde_json::Value,
         mut progress: impl FnMut(),
     ) -> anyhow::Result<u64> {
         let mut lines: Vec<(u64, Stored, Option<String>)> = Vec::new();
         let mut written = 0;
         let mut flush = |lines: &mut Vec<(u64, Stored, Option<String>)>| -> anyhow::Result<()> {
             for (seq, stored, error) in lines.drain(..) {
-                writeln!(out, "{}", export_line(seq, stored, error))?;
+                writeln!(out, "{}", export_line(seq, stored, error, &describe))?;
                 written += 1;
                 progress();
             }
             Ok(())
         };
         if dead {
-            for item in self.dead_letter_items()? {
+            for item in self.dead_letter_items() {
                 let (key, value) = item?;
                 let line = match record::decode::<DeadLetter>(&value) {
                     Ok(d) => (d.seq, Ok(d.raw), Some(d.error)),
@@ -287,48 +259,51 @@ impl Inspector {
     }
 }
 
-fn export_line(seq: u64, stored: Stored, error: Option<String>) -> serde_json::Value {
+fn export_line(
+    seq: u64,
+    stored: Stored,
+    error: Option<String>,
+    describe: &impl Fn(&Record) -> serde_json::Value,
+) -> serde_json::Value {
     match stored.and_then(|raw| record::decode::<Record>(&raw).map_err(|e| e.to_string())) {
-        Ok(r) => {
-            let event = from_message(&r.message.headers, &r.message.payload)
-                .map(|e| crate::event::http::to_json(&e));
-            serde_json::json!({
-                "seq": seq, "topic": r.message.topic, "key": r.message.key,
-                "appended_ms": r.appended_ms, "error": error, "event": event,
-            })
-        }
+        Ok(r) => serde_json::json!({
+            "seq": seq, "topic": r.message.topic, "key": r.message.key,
+            "appended_ms": r.appended_ms, "error": error, "event": describe(&r),
+        }),
         Err(e) => serde_json::json!({"seq": seq, "error": error, "corrupt": e}),
     }
 }
 
-/// Flips bytes in the middle of the stored record `seq` of a stopped store, for the tests that
-/// prove corruption is found and quarantined. Fails when the record is not stored.
-#[doc(hidden)]
-pub fn corrupt_record_for_tests(dir: &Path, seq: u64) -> anyhow::Result<()> {
-    let inspector = Inspector::open(dir)?;
-    for (first, meta, location, segments) in inspector.chunks()? {
-        if seq < first || seq >= first + meta.count() {
-            continue;
+/// Where a stored record's bytes are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordPosition {
+    pub file: PathBuf,
+    /// The offset of the record's first byte (after its frame header) in `file`.
+    pub offset: u64,
+    pub len: u32,
+}
+
+impl Inspector {
+    /// Where the undelivered record `seq` is stored (for tools and tests that look at or damage
+    /// the bytes themselves). Fails when the record is not stored.
+    pub fn locate(&self, seq: u64) -> anyhow::Result<RecordPosition> {
+        for (first, meta, location, segments) in self.chunks()? {
+            if seq < first || seq >= first + meta.count() {
+                continue;
+            }
+            let location =
+                location.ok_or_else(|| anyhow::anyhow!("chunk {first} has no location"))?;
+            let index = (seq - first) as usize;
+            let before: u64 = meta.lengths[..index]
+                .iter()
+                .map(|len| segment::framed_len(*len))
+                .sum();
+            return Ok(RecordPosition {
+                file: segment::path_of(segments.dir(), location.segment),
+                offset: location.offset + before + segment::FRAME_HEADER,
+                len: meta.lengths[index],
+            });
         }
-        let location = location.ok_or_else(|| anyhow::anyhow!("chunk {first} has no location"))?;
-        let index = (seq - first) as usize;
-        let before: u64 = meta.lengths[..index]
-            .iter()
-            .map(|len| segment::framed_len(*len))
-            .sum();
-        let offset =
-            location.offset + before + segment::FRAME_HEADER + u64::from(meta.lengths[index]) / 2;
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(segment::path_of(segments.dir(), location.segment))?;
-        let mut bytes = [0u8; 2];
-        std::os::unix::fs::FileExt::read_exact_at(&file, &mut bytes, offset)?;
-        bytes[0] ^= 0xff;
-        bytes[1] ^= 0x55;
-        std::os::unix::fs::FileExt::write_all_at(&file, &bytes, offset)?;
-        file.sync_all()?;
-        return Ok(());
+        anyhow::bail!("record {seq} is not stored")
     }
-    anyhow::bail!("record {seq} is not stored")
 }

@@ -7,7 +7,7 @@
 //! fingerprint's high bits (fingerprints are uniform); no deletes: the owner rebuilds the table
 //! without expired entries now and then, and whenever it would pass 80 % full.
 
-use super::dedup::Fingerprint;
+use super::fingerprint::Fingerprint;
 
 #[derive(Clone, Copy, Default)]
 #[repr(C, packed(4))]
@@ -124,7 +124,7 @@ impl PrintTable {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::dedup::fingerprint;
+    use crate::store::fingerprint::fingerprint;
 
     #[test]
     fn slots_take_twenty_bytes() {

@@ -3,7 +3,7 @@
 //! release read older stores; the checksum turns a flipped bit into a quarantined record
 //! instead of a wrong event in Kafka.
 
-use crate::event::kafka::KafkaMessage;
+use crate::message::{Message, MessageView};
 use bincode::Options;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
@@ -22,7 +22,7 @@ pub struct Record {
     pub event_id: String,
     pub event_source: String,
     pub event_type: String,
-    pub message: KafkaMessage,
+    pub message: Message,
 }
 
 /// A stored record read in place: every string and byte string borrows from the stored
@@ -37,23 +37,6 @@ pub struct RecordView<'a> {
     pub event_type: &'a str,
     #[serde(borrow)]
     pub message: MessageView<'a>,
-}
-
-/// The Kafka message of a [`RecordView`].
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct MessageView<'a> {
-    pub topic: &'a str,
-    pub key: &'a str,
-    #[serde(borrow)]
-    pub headers: Vec<(&'a str, &'a [u8])>,
-    pub payload: &'a [u8],
-}
-
-impl MessageView<'_> {
-    /// Bytes on the wire, roughly, as [`KafkaMessage::size`] counts them.
-    pub fn size(&self) -> usize {
-        crate::event::kafka::wire_size(self.key, &self.headers, self.payload)
-    }
 }
 
 #[cfg(test)]
@@ -172,7 +155,7 @@ mod tests {
             event_id: "evt-1".into(),
             event_source: "integration-hub-svc".into(),
             event_type: "eventzr.integration-hub.sync.started.v1".into(),
-            message: KafkaMessage {
+            message: Message {
                 topic: "eventzr.integration-hub.sync.started.v1".into(),
                 key: "tenant-1".into(),
                 headers: vec![("ce_id".into(), b"evt-1".to_vec())],

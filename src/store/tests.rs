@@ -1,5 +1,9 @@
+use super::config::RotationObserver;
 use super::*;
-use crate::event::kafka::KafkaMessage;
+use crate::clock::now_ms;
+use crate::message::Message;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 pub(super) fn record(source: &str, id: &str, tenant: &str) -> Record {
     Record {
@@ -7,7 +11,7 @@ pub(super) fn record(source: &str, id: &str, tenant: &str) -> Record {
         event_id: id.into(),
         event_source: source.into(),
         event_type: "eventzr.integration-hub.sync.started.v1".into(),
-        message: KafkaMessage {
+        message: Message {
             topic: "eventzr.integration-hub.sync.started.v1".into(),
             key: tenant.into(),
             headers: vec![("ce_id".into(), id.as_bytes().to_vec())],
@@ -219,7 +223,7 @@ async fn read_batch_respects_limits_skip_and_reports_corruption() {
     // Flip bytes of record 5 behind the store's back.
     store.close().await;
     drop(store);
-    inspect::corrupt_record_for_tests(dir.path(), 5).unwrap();
+    flip_record_bytes(dir.path(), 5);
     let store = open(dir.path());
     let batch = store.read_batch(0, 100, u64::MAX, |_, _| false).unwrap();
     assert_eq!(batch.records.len(), 9);
@@ -718,4 +722,23 @@ async fn dead_letters_an_earlier_release_kept_in_the_main_tree_are_moved_to_thei
     let (generation, _) = Generation::open(dir.path(), 1, 1 << 20).unwrap();
     assert_eq!(generation.tree().scan_prefix([keys::DEAD]).count(), 0);
     assert_eq!(generation.dead().len(), 0);
+}
+
+/// Flips two bytes in the middle of the stored record `seq` of a stopped store.
+pub(crate) fn flip_record_bytes(dir: &std::path::Path, seq: u64) {
+    let inspector = inspect::Inspector::open(dir).unwrap();
+    let at = inspector.locate(seq).unwrap();
+    drop(inspector);
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&at.file)
+        .unwrap();
+    let offset = at.offset + u64::from(at.len) / 2;
+    let mut bytes = [0u8; 2];
+    std::os::unix::fs::FileExt::read_exact_at(&file, &mut bytes, offset).unwrap();
+    bytes[0] ^= 0xff;
+    bytes[1] ^= 0x55;
+    std::os::unix::fs::FileExt::write_all_at(&file, &bytes, offset).unwrap();
+    file.sync_all().unwrap();
 }

@@ -1,0 +1,86 @@
+//! How a store is opened and bounded: [`StoreConfig`], with every default in one place
+//! (`store` settings of the sidecar's configuration file start from these).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How the store is opened and bounded.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    pub dir: PathBuf,
+    /// sled's page cache, in bytes (sled's own default is 1 GiB, too much for a sidecar).
+    pub cache_bytes: u64,
+    /// Appends beyond this many undelivered events are refused (503).
+    pub max_backlog_events: u64,
+    /// Appends beyond this many undelivered bytes are refused (503).
+    pub max_backlog_bytes: u64,
+    /// How long a `source` + `id` pair is remembered for idempotent appends.
+    pub dedup_window: Duration,
+    /// At most this many `source` + `id` pairs are remembered (oldest forgotten first).
+    pub dedup_max_entries: usize,
+    /// Appends are refused while the volume has less free space than this.
+    pub min_free_bytes: u64,
+    /// Appends are refused while the store's files take more than this (0: no limit).
+    pub max_disk_bytes: u64,
+    /// The active generation is rotated once its files exceed this and twice the backlog.
+    pub rotate_min_bytes: u64,
+    /// A new segment file is started once the current one holds this much, so that files whose
+    /// records are all delivered can be deleted while the generation lives on.
+    pub segment_bytes: u64,
+    /// sled is made durable at least this often while only appends come in; appends are
+    /// durable in the segment files regardless, and restored from there on open.
+    pub checkpoint_every: Duration,
+    /// Called at each step of a rotation (the tests copy the directory there to get crash
+    /// images).
+    #[cfg(test)]
+    pub(crate) rotation_observer: Option<RotationObserver>,
+}
+
+impl StoreConfig {
+    /// The defaults, for a store in `dir`.
+    pub fn new(dir: impl Into<PathBuf>) -> StoreConfig {
+        StoreConfig {
+            dir: dir.into(),
+            cache_bytes: 4 * 1024 * 1024,
+            max_backlog_events: 1_000_000,
+            max_backlog_bytes: 1024 * 1024 * 1024,
+            dedup_window: Duration::from_secs(24 * 3600),
+            dedup_max_entries: 1_000_000,
+            min_free_bytes: 64 * 1024 * 1024,
+            max_disk_bytes: 0,
+            rotate_min_bytes: 64 * 1024 * 1024,
+            segment_bytes: 64 * 1024 * 1024,
+            checkpoint_every: Duration::from_millis(200),
+            #[cfg(test)]
+            rotation_observer: None,
+        }
+    }
+}
+
+/// The steps of a generation rotation, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RotationStep {
+    /// The new generation holds the copied state; `CURRENT` does not name it yet.
+    NewGenerationWritten,
+    /// `CURRENT` names both generations.
+    Switched,
+    /// The draining generation's last chunk is delivered; `CURRENT` names only the new one.
+    OldGenerationDropped,
+    /// The old generation's directory is gone.
+    OldGenerationRemoved,
+}
+
+/// A callback told each rotation step with the store's directory.
+#[cfg(test)]
+#[derive(Clone)]
+pub(crate) struct RotationObserver(pub std::sync::Arc<RotationCallback>);
+
+#[cfg(test)]
+pub(crate) type RotationCallback = dyn Fn(&std::path::Path, RotationStep) + Send + Sync;
+
+#[cfg(test)]
+impl std::fmt::Debug for RotationObserver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RotationObserver")
+    }
+}
