@@ -72,7 +72,7 @@ fn relay_preparation(c: &mut Criterion) {
         })
     });
     group.bench_function("headers_for_produce", |b| {
-        b.iter(|| edge_outbox::kafka::owned_headers(&r.message.headers))
+        b.iter(|| edge_outbox::kafka_client::owned_headers(&r.message.headers))
     });
     group.finish();
 }

@@ -167,7 +167,7 @@ async fn drain_store(
     shutdown: Shutdown,
     status: SharedStatus,
 ) {
-    let tokens = crate::kafka::token_source(
+    let tokens = crate::kafka_client::token_source(
         &config.kafka.security,
         Arc::new(crate::msk_iam::AuthStatus::default()),
     )

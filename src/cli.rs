@@ -1,11 +1,11 @@
-//! The command line: `serve`, `dev`, `topics`, `send` and `tail`. Configuration precedence is
-//! defaults < `--config` file < `EDGE_OUTBOX_*` environment < flags (clap reads a flag's
-//! environment variable only when the flag itself is absent).
+//! The command line: the sidecar's commands (`serve`, `dev`, `adopt`), the operator's (`status`,
+//! `dlq`, `inspect`, `check-config`, `topics`) and the developer's (`send`, `tail`, `bench`).
+//! Where the configuration's layers come from is [`crate::config`]'s `layers.rs`.
 
 use crate::catalog::Catalog;
-use crate::config::{parse_duration, Config};
-use crate::event::{http, kafka as binding};
-use crate::kafka::DevBroker;
+use crate::config::{parse_duration, Config, ConfigSource, Override};
+use crate::event::{http, kafka};
+use crate::kafka_client::DevBroker;
 use crate::sidecar::Sidecar;
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
@@ -261,77 +261,46 @@ pub struct TailArgs {
 }
 
 /// Where the configuration comes from, below the named flags.
-#[derive(Debug, Default, Clone)]
-pub struct ConfigSource {
-    pub file: Option<PathBuf>,
-    pub preset: Option<String>,
-    pub set: Vec<String>,
+fn config_source(cli: &Cli) -> ConfigSource {
+    ConfigSource {
+        file: cli.config.clone(),
+        preset: cli.preset.clone(),
+        set: cli.set.clone(),
+    }
 }
 
-impl ConfigSource {
-    pub fn of(cli: &Cli) -> ConfigSource {
-        ConfigSource {
-            file: cli.config.clone(),
-            preset: cli.preset.clone(),
-            set: cli.set.clone(),
+impl ServeArgs {
+    /// The named flags given, as the last layer of the configuration.
+    pub fn overrides(&self) -> Vec<Override> {
+        let mut flags = Vec::new();
+        if let Some(listen) = self.listen {
+            flags.push(Override::string("listen", listen.to_string(), "--listen"));
         }
-    }
-
-    /// Defaults < file or preset < `EDGE_OUTBOX__*` environment < `--set`.
-    pub fn load(&self) -> anyhow::Result<Config> {
-        let (text, origin) = match (&self.file, &self.preset) {
-            (Some(path), _) => (
-                std::fs::read_to_string(path)
-                    .with_context(|| format!("reading {}", path.display()))?,
-                path.display().to_string(),
-            ),
-            (None, Some(name)) => match crate::config::preset(name) {
-                Some(text) => (text.to_string(), format!("preset {name}")),
-                None if std::path::Path::new(name).is_file() => (
-                    std::fs::read_to_string(name).with_context(|| format!("reading {name}"))?,
-                    name.clone(),
-                ),
-                None => bail!(
-                    "--preset {name:?} is neither a shipped preset ({}) nor a configuration file",
-                    crate::config::PRESETS.map(|(n, _)| n).join(", ")
-                ),
-            },
-            (None, None) => (String::new(), "defaults".to_string()),
-        };
-        let mut overrides = crate::config::env_overrides(std::env::vars());
-        for item in &self.set {
-            let (path, value) = item
-                .split_once('=')
-                .with_context(|| format!("--set {item:?}: expected PATH=VALUE"))?;
-            overrides.push(crate::config::Override {
-                path: path.trim().to_string(),
-                value: value.to_string(),
-                origin: format!("--set {}", path.trim()),
-            });
+        if let Some(dir) = &self.data_dir {
+            let dir = dir.to_string_lossy();
+            flags.push(Override::string("data_dir", dir, "--data-dir"));
         }
-        Ok(Config::from_layers(&text, &origin, &overrides)?)
+        if let Some(brokers) = &self.brokers {
+            flags.push(Override::string("kafka.brokers", brokers, "--brokers"));
+        }
+        if let Some(interval) = self.flush_interval {
+            let interval = humantime::format_duration(interval).to_string();
+            flags.push(Override::string(
+                "relay.flush_interval",
+                interval,
+                "--flush-interval",
+            ));
+        }
+        if let Some(format) = &self.log_format {
+            flags.push(Override::string("log.format", format, "--log-format"));
+        }
+        flags
     }
 }
 
 /// Loads the configuration: defaults, then the file or preset, then environment and flags.
 pub fn load_config(source: &ConfigSource, args: &ServeArgs) -> anyhow::Result<Config> {
-    let mut config = source.load()?;
-    if let Some(listen) = args.listen {
-        config.listen = listen;
-    }
-    if let Some(dir) = &args.data_dir {
-        config.data_dir = dir.clone();
-    }
-    if let Some(brokers) = &args.brokers {
-        config.kafka.brokers = brokers.clone();
-    }
-    if let Some(interval) = args.flush_interval {
-        config.relay.flush_interval = interval;
-    }
-    if let Some(format) = &args.log_format {
-        config.log.format = format.clone();
-    }
-    Ok(config)
+    source.load(&args.overrides())
 }
 
 /// Logging for one-shot commands: only errors of our own, never librdkafka's chatter.
@@ -361,7 +330,7 @@ pub fn init_logging(config: &Config) {
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
-    let source = ConfigSource::of(&cli);
+    let source = config_source(&cli);
     match cli.command {
         Command::Serve(args) => {
             let config = load_config(&source, &args)?;
@@ -416,7 +385,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             result
         }
         Command::Topics { action, json } => {
-            let mut config = source.load()?;
+            let mut config = source.load(&[])?;
             let catalog = Catalog::with_extra(&config.ingest.extra_types);
             match action {
                 None => quiet_broken_pipe(print_topics(&catalog, json)),
@@ -446,7 +415,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Send { file, url } => send(&file, &url).await,
         Command::Tail(args) => {
             // The configuration's security settings (TLS, SASL, MSK IAM) apply to tail too.
-            let mut config = source.load()?;
+            let mut config = source.load(&[])?;
             config.kafka.brokers = args.brokers.clone();
             quiet_broken_pipe_any(tail(&config, args).await)
         }
@@ -534,7 +503,7 @@ fn progress_bar(len: u64, what: &str) -> indicatif::ProgressBar {
 /// A stored record as `inspect --export` shows its event: the CloudEvent its Kafka message
 /// binds, in JSON (null when the message does not read as one).
 fn describe_record(record: &crate::store::Record) -> serde_json::Value {
-    binding::from_message(&record.message.headers, &record.message.payload)
+    kafka::from_message(&record.message.headers, &record.message.payload)
         .map(|event| http::to_json(&event))
         .unwrap_or(serde_json::Value::Null)
 }
@@ -610,8 +579,8 @@ fn inspect(
 
 async fn create_topics(config: &Config, topics: &[String], json: bool) -> anyhow::Result<()> {
     let auth = std::sync::Arc::new(crate::msk_iam::AuthStatus::default());
-    let tokens = crate::kafka::token_source(&config.kafka.security, auth).await;
-    let outcomes = crate::kafka::create_topics(
+    let tokens = crate::kafka_client::token_source(&config.kafka.security, auth).await;
+    let outcomes = crate::kafka_client::create_topics(
         &config.kafka,
         tokens,
         topics,
@@ -622,16 +591,16 @@ async fn create_topics(config: &Config, topics: &[String], json: bool) -> anyhow
     .context("creating topics")?;
     let failed = outcomes
         .iter()
-        .filter(|(_, o)| matches!(o, crate::kafka::TopicOutcome::Failed(_)))
+        .filter(|(_, o)| matches!(o, crate::kafka_client::TopicOutcome::Failed(_)))
         .count();
     if json {
         println!("{}", serde_json::to_string_pretty(&outcomes)?);
     } else {
         for (topic, outcome) in &outcomes {
             match outcome {
-                crate::kafka::TopicOutcome::Created => println!("created  {topic}"),
-                crate::kafka::TopicOutcome::Exists => println!("exists   {topic}"),
-                crate::kafka::TopicOutcome::Failed(e) => println!("FAILED   {topic}: {e}"),
+                crate::kafka_client::TopicOutcome::Created => println!("created  {topic}"),
+                crate::kafka_client::TopicOutcome::Exists => println!("exists   {topic}"),
+                crate::kafka_client::TopicOutcome::Failed(e) => println!("FAILED   {topic}: {e}"),
             }
         }
     }
@@ -831,16 +800,16 @@ async fn tail(config: &Config, args: TailArgs) -> anyhow::Result<()> {
         args.topics.clone()
     };
     let auth = std::sync::Arc::new(crate::msk_iam::AuthStatus::default());
-    let tokens = crate::kafka::token_source(&config.kafka.security, auth).await;
-    let consumer: StreamConsumer<crate::kafka::KafkaContext> =
-        crate::kafka::client_config(&config.kafka)
+    let tokens = crate::kafka_client::token_source(&config.kafka.security, auth).await;
+    let consumer: StreamConsumer<crate::kafka_client::KafkaContext> =
+        crate::kafka_client::client_config(&config.kafka)
             .set(
                 "group.id",
                 format!("edge-outbox-tail-{}", uuid::Uuid::new_v4()),
             )
             .set("auto.offset.reset", "earliest")
             .set("enable.auto.commit", "false")
-            .create_with_context(crate::kafka::KafkaContext::new(tokens))
+            .create_with_context(crate::kafka_client::KafkaContext::new(tokens))
             .context("creating the consumer")?;
     // A topic the cluster lacks is named at once, instead of an error per poll.
     let metadata = {
@@ -886,7 +855,7 @@ async fn tail(config: &Config, args: TailArgs) -> anyhow::Result<()> {
             })
             .unwrap_or_default();
         let payload = message.payload().unwrap_or_default();
-        match binding::from_message(&headers, payload) {
+        match kafka::from_message(&headers, payload) {
             Some(event) if args.meta => {
                 let line = serde_json::json!({
                     "topic": message.topic(),

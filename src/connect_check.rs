@@ -5,7 +5,7 @@
 
 use crate::catalog::Catalog;
 use crate::config::Config;
-use crate::kafka::{create_producer_with, token_source, KafkaContext};
+use crate::kafka_client::{create_producer_with, token_source, KafkaContext};
 use crate::msk_iam::AuthStatus;
 use rdkafka::producer::Producer as _;
 use std::sync::Arc;

@@ -11,7 +11,7 @@
 //! | the durable append: group commit, when the store fsyncs | [`store`] (its top doc), `store/committer.rs`, `store/durable.rs` |
 //! | one process per store (the owner lock) | `store/lock.rs` |
 //! | where a batch is cut (size, probes, held tenants) and when it is sent | [`relay`] (`read_from`, `run`) |
-//! | how a produce error is classified (retriable, permanent, configuration, fatal) | [`kafka::classify`] |
+//! | how a produce error is classified (retriable, permanent, configuration, fatal) | [`kafka_client::classify`] |
 //! | what the cluster's client errors say (unreachable, refused) | [`broker_health`] |
 //! | the Kafka message of an event (binary or structured binding, headers, key) | [`event::kafka`] |
 //! | the shutdown phases and the drain at SIGTERM | [`shutdown`], [`sidecar`] |
@@ -31,7 +31,7 @@ pub mod config;
 pub mod connect_check;
 pub mod event;
 pub mod fuzzing;
-pub mod kafka;
+pub mod kafka_client;
 pub mod loadgen;
 pub mod memory;
 pub mod message;

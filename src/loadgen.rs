@@ -10,7 +10,7 @@ use crate::catalog::Catalog;
 use crate::config::KafkaConfig;
 use crate::event::http::{BATCH, STRUCTURED};
 use crate::event::kafka::{to_message, KafkaMode};
-use crate::kafka::{create_producer, owned_headers, DevBroker};
+use crate::kafka_client::{create_producer, owned_headers, DevBroker};
 use anyhow::{bail, Context};
 use rdkafka::producer::FutureRecord;
 use serde::Serialize;

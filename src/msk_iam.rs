@@ -5,7 +5,7 @@
 //! standard chain (environment, shared profile, web identity for EKS service accounts, ECS
 //! container credentials, instance metadata), optionally through an assumed role.
 //!
-//! librdkafka asks for a token from its own thread through [`crate::kafka::KafkaContext`];
+//! librdkafka asks for a token from its own thread through [`crate::kafka_client::KafkaContext`];
 //! [`TokenSource::token`] waits for the SDK there (never on a tokio worker) with a timeout, and
 //! records failures in [`AuthStatus`] for `/readyz`, `/v1/status` and the metrics.
 

@@ -27,7 +27,7 @@ async fn provision_topics(
     mut shutdown: Shutdown,
 ) {
     loop {
-        match crate::kafka::create_topics(
+        match crate::kafka_client::create_topics(
             &kafka,
             tokens.clone(),
             &topics,
@@ -39,11 +39,11 @@ async fn provision_topics(
             Ok(outcomes) => {
                 for (topic, outcome) in outcomes {
                     match outcome {
-                        crate::kafka::TopicOutcome::Created => {
+                        crate::kafka_client::TopicOutcome::Created => {
                             tracing::info!(%topic, "created topic")
                         }
-                        crate::kafka::TopicOutcome::Exists => {}
-                        crate::kafka::TopicOutcome::Failed(e) => {
+                        crate::kafka_client::TopicOutcome::Exists => {}
+                        crate::kafka_client::TopicOutcome::Failed(e) => {
                             tracing::error!(%topic, error = %e, "could not create topic")
                         }
                     }
@@ -166,7 +166,7 @@ impl Sidecar {
                 .observe(took.as_secs_f64())
         }));
         let auth = Arc::new(crate::msk_iam::AuthStatus::default());
-        let tokens = crate::kafka::token_source(&config.kafka.security, auth.clone()).await;
+        let tokens = crate::kafka_client::token_source(&config.kafka.security, auth.clone()).await;
         let (event_limit, event_limit_source) = config.event_limit();
         let mut ingest = config.ingest.clone();
         ingest.max_event_bytes = event_limit;

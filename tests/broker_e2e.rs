@@ -9,7 +9,7 @@ use common::kafka::Kafka;
 use common::process::SidecarProcess;
 use common::*;
 use edge_outbox::catalog::Catalog;
-use edge_outbox::kafka::murmur2_partition;
+use edge_outbox::kafka_client::murmur2_partition;
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::time::Duration;

@@ -4,7 +4,7 @@
 mod common;
 
 use edge_outbox::catalog::Catalog;
-use edge_outbox::kafka::DevBroker;
+use edge_outbox::kafka_client::DevBroker;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_acknowledged_event_survives_sigkill() {

@@ -5,7 +5,7 @@ mod common;
 
 use common::*;
 use edge_outbox::catalog::Catalog;
-use edge_outbox::kafka::DevBroker;
+use edge_outbox::kafka_client::DevBroker;
 use std::collections::HashMap;
 use std::time::Duration;
 

@@ -6,7 +6,7 @@ mod common;
 
 use common::*;
 use edge_outbox::catalog::Catalog;
-use edge_outbox::kafka::DevBroker;
+use edge_outbox::kafka_client::DevBroker;
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -278,7 +278,10 @@ impl Adopter {
                 "1s",
             ])
             .args(["--listen", &format!("127.0.0.1:{port}")])
-            .env("RUST_LOG", "warn,librdkafka=off,edge_outbox::kafka=off")
+            .env(
+                "RUST_LOG",
+                "warn,librdkafka=off,edge_outbox::kafka_client=off",
+            )
             .spawn()
             .unwrap();
         let url = format!("http://127.0.0.1:{port}");

@@ -6,7 +6,7 @@ mod common;
 
 use common::*;
 use edge_outbox::catalog::Catalog;
-use edge_outbox::kafka::{murmur2_partition, DevBroker};
+use edge_outbox::kafka_client::{murmur2_partition, DevBroker};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::time::Duration;

@@ -1,9 +1,9 @@
 //! The requests the committer serves, as the [`super::Store`] handle queues them, and how each
 //! one's answer waits for the commit of its group.
 
+use super::error::StoreError;
 use super::fingerprint::{fingerprint, Fingerprint};
 use super::record::{self, Record};
-use super::StoreError;
 use tokio::sync::oneshot;
 
 /// The answer for one appended event.

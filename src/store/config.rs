@@ -1,12 +1,17 @@
-//! How a store is opened and bounded: [`StoreConfig`], with every default in one place
-//! (`store` settings of the sidecar's configuration file start from these).
+//! How a store is opened and bounded: [`StoreConfig`], every setting documented and defaulted
+//! here once. It is also the `[store]` section of the sidecar's configuration file (the
+//! directory comes from `data_dir`).
 
+use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::time::Duration;
 
 /// How the store is opened and bounded.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct StoreConfig {
+    /// The data directory (in the sidecar's file: `data_dir`, not a `[store]` setting).
+    #[serde(skip)]
     pub dir: PathBuf,
     /// sled's page cache, in bytes (sled's own default is 1 GiB, too much for a sidecar).
     pub cache_bytes: u64,
@@ -15,25 +20,38 @@ pub struct StoreConfig {
     /// Appends beyond this many undelivered bytes are refused (503).
     pub max_backlog_bytes: u64,
     /// How long a `source` + `id` pair is remembered for idempotent appends.
+    #[serde(with = "humantime_serde")]
     pub dedup_window: Duration,
-    /// At most this many `source` + `id` pairs are remembered (oldest forgotten first).
+    /// At most this many `source` + `id` pairs are remembered for de-duplication (about 30
+    /// bytes of memory each); beyond it the oldest are forgotten before the window ends.
     pub dedup_max_entries: usize,
-    /// Appends are refused while the volume has less free space than this.
+    /// Appends are refused (503) while the data volume has less free space than this.
     pub min_free_bytes: u64,
-    /// Appends are refused while the store's files take more than this (0: no limit).
+    /// Appends are refused (503) while the store's files take more than this (0: no limit).
     pub max_disk_bytes: u64,
-    /// The active generation is rotated once its files exceed this and twice the backlog.
+    /// The store moves to a fresh generation (sled database and segment files) once its files
+    /// exceed this and twice the backlog, so that disk space comes back after a drain.
     pub rotate_min_bytes: u64,
     /// A new segment file is started once the current one holds this much, so that files whose
     /// records are all delivered can be deleted while the generation lives on.
     pub segment_bytes: u64,
     /// sled is made durable at least this often while only appends come in; appends are
-    /// durable in the segment files regardless, and restored from there on open.
+    /// durable in the segment files regardless, and restored from there on open (a longer
+    /// interval: fewer syncs, more to restore after a crash).
+    #[serde(with = "humantime_serde")]
     pub checkpoint_every: Duration,
     /// Called at each step of a rotation (the tests copy the directory there to get crash
     /// images).
     #[cfg(test)]
+    #[serde(skip)]
     pub(crate) rotation_observer: Option<RotationObserver>,
+}
+
+impl Default for StoreConfig {
+    /// The defaults, for a store in `./data`.
+    fn default() -> StoreConfig {
+        StoreConfig::new("./data")
+    }
 }
 
 impl StoreConfig {
@@ -43,11 +61,11 @@ impl StoreConfig {
             dir: dir.into(),
             cache_bytes: 4 * 1024 * 1024,
             max_backlog_events: 1_000_000,
-            max_backlog_bytes: 1024 * 1024 * 1024,
+            max_backlog_bytes: 2 * 1024 * 1024 * 1024,
             dedup_window: Duration::from_secs(24 * 3600),
             dedup_max_entries: 1_000_000,
             min_free_bytes: 64 * 1024 * 1024,
-            max_disk_bytes: 0,
+            max_disk_bytes: 8 * 1024 * 1024 * 1024,
             rotate_min_bytes: 64 * 1024 * 1024,
             segment_bytes: 64 * 1024 * 1024,
             checkpoint_every: Duration::from_millis(200),

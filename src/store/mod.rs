@@ -35,6 +35,7 @@ pub use config::{RotationStep, StoreConfig};
 pub use error::StoreError;
 pub use read::{ReadBatch, StoredRecord};
 pub use record::{DeadLetter, Record, RecordError, RecordView};
+pub use recovery::SCHEMA_VERSION;
 pub use shared::{FlushObserver, Stats};
 
 use commands::{Command, Prepared};
@@ -45,10 +46,6 @@ use shared::Shared;
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Mutex};
 use tokio::sync::oneshot;
-
-/// The schema version written into new stores (3: records in segment files, chunks of them
-/// named in sled, generations).
-pub const SCHEMA_VERSION: u64 = 3;
 
 /// A handle to the outbox; cheap to clone.
 #[derive(Clone)]

@@ -2,10 +2,10 @@
 //! segment files that the in-memory index names, checked and decoded in place.
 
 use super::error::unavailable;
+use super::error::StoreError;
 use super::record::{self, RecordError, RecordView};
 use super::segment;
 use super::shared::{ChunkEntry, Index};
-use super::StoreError;
 use std::sync::RwLock;
 
 /// A batch read for the relay.

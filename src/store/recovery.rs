@@ -5,8 +5,10 @@
 //! checkpoint) before the store serves; `inspect` reads the same and writes nothing.
 
 use super::chunk::{self, ChunkMeta};
+use super::config::StoreConfig;
 use super::dedup::{self, DedupGroup, DedupIndex};
 use super::durable::Durability;
+use super::error::StoreError;
 use super::error::{read_error, unavailable};
 use super::fingerprint::fingerprint;
 use super::generation::{self, Generation};
@@ -16,11 +18,14 @@ use super::record::{self, Record, RecordError};
 use super::segment::{self, Location, ScannedGroup};
 use super::shared::{ChunkEntry, Index, Stats};
 use super::writes::Writes;
-use super::{StoreConfig, StoreError, SCHEMA_VERSION};
 use crate::clock::now_ms;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
+
+/// The schema version written into new stores (3: records in segment files, chunks of them
+/// named in sled, generations); a store of another is refused.
+pub const SCHEMA_VERSION: u64 = 3;
 
 /// The state a store opens with.
 pub(super) struct Recovered {

@@ -115,7 +115,11 @@ pub async fn get_json(url: &str) -> Value {
 
 /// Posts `event` while the mock broker refuses the next produce request as too large, and
 /// waits until the sidecar has parked it.
-pub async fn post_poison(kafka: &edge_outbox::kafka::DevBroker, sidecar: &Sidecar, event: &Value) {
+pub async fn post_poison(
+    kafka: &edge_outbox::kafka_client::DevBroker,
+    sidecar: &Sidecar,
+    event: &Value,
+) {
     kafka.cluster().request_errors(
         rdkafka::types::RDKafkaApiKey::Produce,
         &[rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE],

@@ -60,7 +60,10 @@ impl SidecarProcess {
             .args(["--brokers", &self.brokers])
             .arg("--data-dir")
             .arg(&self.data)
-            .env("RUST_LOG", "info,librdkafka=off,edge_outbox::kafka=off")
+            .env(
+                "RUST_LOG",
+                "info,librdkafka=off,edge_outbox::kafka_client=off",
+            )
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::null())
             .stderr(Stdio::from(log))

@@ -10,13 +10,14 @@ mod upkeep;
 
 use super::checkpointer::Checkpointer;
 use super::commands::{answer, Answer, Command, Reply};
+use super::config::StoreConfig;
 use super::dedup::{self, DedupIndex};
+use super::error::StoreError;
 use super::keys;
 use super::live::{apply_to, Live};
 use super::recovery::Recovered;
 use super::shared::{ChunkEntry, Shared, Stats};
 use super::writes::Writes;
-use super::{StoreConfig, StoreError};
 use plan::Group;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{self, RecvTimeoutError, TryRecvError};

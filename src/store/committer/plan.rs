@@ -9,6 +9,7 @@ use crate::store::chunk::{self, ChunkMeta};
 use crate::store::commands::{Appended, Prepared};
 use crate::store::dedup::DedupGroup;
 use crate::store::error::read_error;
+use crate::store::error::StoreError;
 use crate::store::fingerprint::Fingerprint;
 use crate::store::keys;
 use crate::store::live::name_chunk;
@@ -16,7 +17,6 @@ use crate::store::record::{self, DeadLetter, Record};
 use crate::store::segment::{self, Location};
 use crate::store::shared::{ChunkEntry, Stats};
 use crate::store::writes::Writes;
-use crate::store::StoreError;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// What one commit group changes, built before anything is written.

@@ -9,13 +9,13 @@ use crate::clock::now_ms;
 use crate::store::config::RotationStep;
 use crate::store::dedup::{self, DedupGroup};
 use crate::store::error::read_error;
+use crate::store::error::StoreError;
 use crate::store::generation::{self, Generation};
 use crate::store::keys;
 use crate::store::live::{apply_to, Live};
 use crate::store::recovery;
 use crate::store::segment::{self, SegmentWriter};
 use crate::store::writes::Writes;
-use crate::store::StoreError;
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 

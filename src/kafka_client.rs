@@ -1,6 +1,8 @@
-//! Everything that knows librdkafka: building the idempotent producer from the configuration
-//! (with TLS, SASL and MSK IAM), classifying produce errors for the relay, the embedded
-//! development broker (librdkafka's mock cluster) and the consumer used by `tail`.
+//! Building librdkafka clients from the configuration: the idempotent producer and the admin
+//! client (with TLS, SASL and MSK IAM and the context that watches their errors), topic
+//! creation, the embedded development broker (librdkafka's mock cluster) and the Java
+//! client's partitioner (murmur2). What the relay does with the producer is in
+//! `relay/service.rs`.
 
 use crate::broker_health::BrokerHealth;
 use crate::config::{is_secret_key, KafkaConfig, SecurityConfig};
@@ -111,73 +113,6 @@ impl ClientContext for KafkaContext {
 
 /// `tail`'s consumer uses the same context (its default rebalance handling).
 impl rdkafka::consumer::ConsumerContext for KafkaContext {}
-
-/// What the relay does about a failed message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ErrorClass {
-    /// Transient (timeouts, broker down, leader change): keep the event and retry.
-    Retriable,
-    /// The message itself can never be accepted (too large, invalid): dead-letter it.
-    Permanent,
-    /// The cluster is not set up for it (unknown topic, not authorised): pause the topic.
-    Configuration,
-    /// The producer is unusable (fatal idempotence error): recreate it and resend.
-    Fatal,
-}
-
-impl ErrorClass {
-    /// The class as a metric label and status key.
-    pub fn name(self) -> &'static str {
-        match self {
-            ErrorClass::Retriable => "retriable",
-            ErrorClass::Permanent => "permanent",
-            ErrorClass::Configuration => "configuration",
-            ErrorClass::Fatal => "fatal",
-        }
-    }
-}
-
-/// Sorts a produce error into what the relay should do.
-pub fn classify(error: &KafkaError) -> ErrorClass {
-    let code = match error {
-        KafkaError::MessageProduction(code) => *code,
-        KafkaError::ClientCreation(_) => return ErrorClass::Configuration,
-        _ => return ErrorClass::Retriable,
-    };
-    use RDKafkaErrorCode::*;
-    match code {
-        MessageSizeTooLarge
-        | InvalidMessageSize
-        | InvalidMessage
-        | InvalidRecord
-        | InvalidRequiredAcks
-        | InvalidArgument
-        | BadMessage
-        | InvalidTimestamp
-        | UnsupportedForMessageFormat
-        | KeySerialization
-        | ValueSerialization => ErrorClass::Permanent,
-        UnknownTopicOrPartition
-        | UnknownTopic
-        | UnknownPartition
-        | TopicAuthorizationFailed
-        | ClusterAuthorizationFailed
-        | InvalidTopic
-        | SaslAuthenticationFailed
-        | Authentication
-        | PolicyViolation
-        | UnsupportedSASLMechanism
-        | UnsupportedCompressionType => ErrorClass::Configuration,
-        Fatal
-        | ProducerFenced
-        | InvalidProducerEpoch
-        | OutOfOrderSequenceNumber
-        | UnknownProducerId
-        | Fenced => ErrorClass::Fatal,
-        _ => ErrorClass::Retriable,
-    }
-}
 
 /// The librdkafka properties of the producer: idempotent, `acks=all`, the Java client's
 /// partitioner, then the user's own properties (which may override any of these).
@@ -502,20 +437,6 @@ mod tests {
         assert_eq!(producer.get("sasl.password"), Some("the-real-password"));
         assert_eq!(producer.get("ssl.key.password"), Some("the-key-password"));
         assert_eq!(producer.get("enable.idempotence"), Some("true"));
-    }
-
-    #[test]
-    fn classification() {
-        use RDKafkaErrorCode::*;
-        let c = |code| classify(&KafkaError::MessageProduction(code));
-        assert_eq!(c(MessageSizeTooLarge), ErrorClass::Permanent);
-        assert_eq!(c(InvalidRecord), ErrorClass::Permanent);
-        assert_eq!(c(UnknownTopicOrPartition), ErrorClass::Configuration);
-        assert_eq!(c(TopicAuthorizationFailed), ErrorClass::Configuration);
-        assert_eq!(c(MessageTimedOut), ErrorClass::Retriable);
-        assert_eq!(c(NotLeaderForPartition), ErrorClass::Retriable);
-        assert_eq!(c(AllBrokersDown), ErrorClass::Retriable);
-        assert_eq!(c(Fatal), ErrorClass::Fatal);
     }
 
     #[test]

@@ -1,6 +1,11 @@
-//! One typed configuration for the sidecar: defaults suited to a sidecar, overridden by a TOML
-//! file, then by `EDGE_OUTBOX_*` environment variables, then by command-line flags (the CLI
-//! applies the last two), and validated once at start with errors that name the setting.
+//! One typed configuration for the sidecar: every setting declared, documented and defaulted
+//! here (the store's own in [`crate::store::StoreConfig`]), and validated once at start with
+//! errors that name the setting. Where the values come from (file, environment, flags) is
+//! [`layers`].
+
+mod layers;
+
+pub use layers::{env_overrides, preset, ConfigSource, Override, PRESETS};
 
 use crate::catalog::EventType;
 use crate::event::kafka::KafkaMode;
@@ -30,10 +35,10 @@ pub struct Config {
     /// for Prometheus and kubelet on the pod's address); off by default.
     pub ops_listen: Option<SocketAddr>,
     pub admin: AdminConfig,
-    /// Directory of the sled store.
+    /// The store's directory (its generations: sled databases and segment files).
     pub data_dir: PathBuf,
     pub ingest: IngestConfig,
-    pub store: StoreSettings,
+    pub store: crate::store::StoreConfig,
     pub relay: RelayConfig,
     pub kafka: KafkaConfig,
     pub readiness: ReadinessConfig,
@@ -140,28 +145,6 @@ pub struct IngestConfig {
     pub key_order: Vec<KeySource>,
     /// Event types added to the built-in catalogue.
     pub extra_types: Vec<EventType>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct StoreSettings {
-    /// sled page cache, bytes.
-    pub cache_bytes: u64,
-    pub max_backlog_events: u64,
-    pub max_backlog_bytes: u64,
-    /// How long a `source` + `id` pair is remembered for idempotent appends.
-    #[serde(with = "humantime_serde")]
-    pub dedup_window: Duration,
-    /// Appends are refused (503) while the data volume has less free space than this.
-    pub min_free_bytes: u64,
-    /// Appends are refused (503) while the store's files take more than this; 0: no limit.
-    pub max_disk_bytes: u64,
-    /// At most this many `source` + `id` pairs are remembered for de-duplication (about 30
-    /// bytes of memory each); beyond it the oldest are forgotten before the window ends.
-    pub dedup_max_entries: usize,
-    /// The store moves to a fresh sled database (generation) once its files exceed this and
-    /// twice the backlog, so that disk space comes back after a drain.
-    pub rotate_min_bytes: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -419,7 +402,7 @@ impl Default for Config {
             admin: AdminConfig::default(),
             data_dir: PathBuf::from("./data"),
             ingest: IngestConfig::default(),
-            store: StoreSettings::default(),
+            store: crate::store::StoreConfig::default(),
             relay: RelayConfig::default(),
             kafka: KafkaConfig::default(),
             readiness: ReadinessConfig::default(),
@@ -437,21 +420,6 @@ impl Default for IngestConfig {
             allow_unknown_types: false,
             key_order: DEFAULT_KEY_ORDER.to_vec(),
             extra_types: Vec::new(),
-        }
-    }
-}
-
-impl Default for StoreSettings {
-    fn default() -> Self {
-        StoreSettings {
-            cache_bytes: 4 * 1024 * 1024,
-            max_backlog_events: 1_000_000,
-            max_backlog_bytes: 2 * 1024 * 1024 * 1024,
-            dedup_window: Duration::from_secs(24 * 3600),
-            min_free_bytes: 64 * 1024 * 1024,
-            max_disk_bytes: 8 * 1024 * 1024 * 1024,
-            dedup_max_entries: 1_000_000,
-            rotate_min_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -520,122 +488,6 @@ impl Config {
     pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
         toml::from_str(text).map_err(|e| bad("file", e.to_string()))
     }
-
-    /// Parses TOML over the defaults, then applies `overrides` in order: each a dotted setting
-    /// path (`relay.flush_interval`, `kafka.properties.linger.ms`) and a value, read as TOML
-    /// when it parses as TOML (`5`, `true`, `"x"`) and as a string otherwise. An error names
-    /// the layer it comes from: the file (`origin`), or the variable or flag of the override.
-    pub fn from_layers(
-        text: &str,
-        origin: &str,
-        overrides: &[Override],
-    ) -> Result<Config, ConfigError> {
-        let mut table: toml::Table =
-            toml::from_str(text).map_err(|e| bad(origin, e.to_string()))?;
-        let read = |table: &toml::Table, layer: &str| {
-            toml::Value::Table(table.clone())
-                .try_into::<Config>()
-                .map_err(|e: toml::de::Error| bad(layer, e.to_string()))
-        };
-        if overrides.is_empty() {
-            return read(&table, origin);
-        }
-        read(&table, origin)?;
-        let mut config = None;
-        for o in overrides {
-            set_path(&mut table, &o.path, parse_override(&o.value)).map_err(|e| ConfigError {
-                setting: format!("{} ({})", e.setting, o.origin),
-                ..e
-            })?;
-            config = Some(read(&table, &o.origin)?);
-        }
-        Ok(config.expect("at least one override"))
-    }
-}
-
-/// One setting given outside the file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Override {
-    /// `section.key`.
-    pub path: String,
-    pub value: String,
-    /// Where it came from, for errors: `EDGE_OUTBOX__RELAY__FLUSH_INTERVAL`, `--set`.
-    pub origin: String,
-}
-
-/// The configuration presets shipped with the binary (`packaging/config/*.toml`).
-pub const PRESETS: [(&str, &str); 2] = [
-    ("staging", include_str!("../packaging/config/staging.toml")),
-    (
-        "production",
-        include_str!("../packaging/config/production.toml"),
-    ),
-];
-
-/// The text of a preset by name.
-pub fn preset(name: &str) -> Option<&'static str> {
-    PRESETS
-        .iter()
-        .find(|(n, _)| *n == name)
-        .map(|(_, text)| *text)
-}
-
-/// Overrides from `EDGE_OUTBOX__SECTION__KEY=value` environment variables, as
-/// `section.key`, sorted by name.
-pub fn env_overrides(vars: impl Iterator<Item = (String, String)>) -> Vec<Override> {
-    let mut out: Vec<Override> = vars
-        .filter_map(|(name, value)| {
-            let rest = name.strip_prefix("EDGE_OUTBOX__")?;
-            let path = rest
-                .split("__")
-                .map(str::to_ascii_lowercase)
-                .collect::<Vec<_>>()
-                .join(".");
-            Some(Override {
-                path,
-                value,
-                origin: format!("environment variable {name}"),
-            })
-        })
-        .collect();
-    out.sort_by(|a, b| a.path.cmp(&b.path));
-    out
-}
-
-fn parse_override(raw: &str) -> toml::Value {
-    toml::from_str::<toml::Table>(&format!("v = {raw}"))
-        .ok()
-        .and_then(|mut t| t.remove("v"))
-        .unwrap_or_else(|| toml::Value::String(raw.to_string()))
-}
-
-fn set_path(table: &mut toml::Table, path: &str, value: toml::Value) -> Result<(), ConfigError> {
-    // librdkafka property names hold dots themselves: everything after `kafka.properties.`
-    // is one key.
-    let mut parts: Vec<String> = match path.strip_prefix("kafka.properties.") {
-        Some(property) => vec!["kafka".into(), "properties".into(), property.into()],
-        None => path.split('.').map(str::to_string).collect(),
-    };
-    if parts.iter().any(String::is_empty) {
-        return Err(bad(path, "not a setting path (use section.key)"));
-    }
-    let last = parts.pop().expect("at least one part");
-    let mut current = table;
-    for part in &parts {
-        current = current
-            .entry(part.clone())
-            .or_insert_with(|| toml::Value::Table(toml::Table::new()))
-            .as_table_mut()
-            .ok_or_else(|| bad(path, format!("{part} is a value, not a section")))?;
-    }
-    let value = match (path.starts_with("kafka.properties."), value) {
-        // librdkafka properties are strings, whatever they look like.
-        (true, toml::Value::String(s)) => toml::Value::String(s),
-        (true, other) => toml::Value::String(other.to_string()),
-        (false, value) => value,
-    };
-    current.insert(last, value);
-    Ok(())
 }
 
 impl Config {
@@ -647,6 +499,15 @@ impl Config {
                 "kafka.brokers",
                 "no bootstrap servers: set --brokers, EDGE_OUTBOX_BROKERS or kafka.brokers (or use `edge-outbox dev`)",
             ));
+        }
+        if self.store.segment_bytes < 1024 * 1024 {
+            return Err(bad(
+                "store.segment_bytes",
+                "must be at least 1 MiB (1048576), or every commit starts a new file",
+            ));
+        }
+        if self.store.checkpoint_every.is_zero() {
+            return Err(bad("store.checkpoint_every", "must be longer than zero"));
         }
         if self.relay.flush_interval.is_zero() {
             return Err(bad("relay.flush_interval", "must be longer than zero"));
@@ -735,19 +596,11 @@ impl Config {
         Ok(())
     }
 
-    /// The store settings in the store's own terms.
+    /// The store's configuration: the `[store]` section in `data_dir`.
     pub fn store_config(&self) -> crate::store::StoreConfig {
         crate::store::StoreConfig {
             dir: self.data_dir.clone(),
-            cache_bytes: self.store.cache_bytes,
-            max_backlog_events: self.store.max_backlog_events,
-            max_backlog_bytes: self.store.max_backlog_bytes,
-            dedup_window: self.store.dedup_window,
-            min_free_bytes: self.store.min_free_bytes,
-            max_disk_bytes: self.store.max_disk_bytes,
-            dedup_max_entries: self.store.dedup_max_entries,
-            rotate_min_bytes: self.store.rotate_min_bytes,
-            ..crate::store::StoreConfig::new(self.data_dir.clone())
+            ..self.store.clone()
         }
     }
 
@@ -861,6 +714,33 @@ mod tests {
         assert!(!shown.contains("hunter2"));
         assert!(shown.contains("<redacted>"));
         assert!(shown.contains("linger.ms"));
+    }
+
+    #[test]
+    fn the_store_section_sets_every_store_setting_and_the_directory_comes_from_data_dir() {
+        let config = Config::from_toml(
+            "data_dir = \"/var/lib/outbox\"\n[store]\nsegment_bytes = 2097152\n\
+             checkpoint_every = \"1s\"\nmax_backlog_events = 7",
+        )
+        .unwrap();
+        let store = config.store_config();
+        assert_eq!(store.dir, PathBuf::from("/var/lib/outbox"));
+        assert_eq!(store.segment_bytes, 2 * 1024 * 1024);
+        assert_eq!(store.checkpoint_every, Duration::from_secs(1));
+        assert_eq!(store.max_backlog_events, 7);
+        let defaults = crate::store::StoreConfig::new("x");
+        assert_eq!(store.max_disk_bytes, defaults.max_disk_bytes);
+        assert!(Config::from_toml("[store]\ndir = \"/elsewhere\"").is_err());
+        for (setting, toml) in [
+            ("store.segment_bytes", "[store]\nsegment_bytes = 4096"),
+            (
+                "store.checkpoint_every",
+                "[store]\ncheckpoint_every = \"0s\"",
+            ),
+        ] {
+            let config = Config::from_toml(toml).unwrap();
+            assert_eq!(config.validate(false).unwrap_err().setting, setting);
+        }
     }
 
     #[test]
