@@ -125,7 +125,7 @@ mod tests {
     }
 
     #[test]
-    fn lookup_by_type() {
+    fn a_catalogued_type_is_found_with_its_topic_category_and_description() {
         let catalog = Catalog::builtin();
         let entry = catalog
             .lookup("eventzr.integration-hub.execution.completed.v1")

@@ -368,7 +368,7 @@ mod tests {
     }
 
     #[test]
-    fn debug_output_hides_secrets() {
+    fn debug_output_hides_the_secrets() {
         let c = Credentials {
             access_key_id: "AKIDEXAMPLE".into(),
             secret_access_key: "very-secret".into(),

@@ -111,7 +111,7 @@ mod tests {
     use std::time::Duration;
 
     #[tokio::test]
-    async fn phases_only_move_forward() {
+    async fn shutdown_phases_only_move_forward() {
         let (sender, mut shutdown) = channel();
         assert_eq!(shutdown.phase(), Phase::Running);
         sender.intake_closed();

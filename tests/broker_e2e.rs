@@ -103,23 +103,7 @@ async fn order_per_tenant_holds_across_batches() {
     let topic = "eventzr.integration-hub.whatsapp.message.delivered.v1".to_string();
     let (broker, _dir, sidecar) =
         setup(std::slice::from_ref(&topic), "batch_max_events = 7\n").await;
-    let addr = sidecar.addr();
-    let mut clients = Vec::new();
-    for t in 0..5u64 {
-        let topic = topic.clone();
-        clients.push(tokio::spawn(async move {
-            for n in 0..40u64 {
-                post_ok(
-                    addr,
-                    &event(&topic, &format!("o-{t}-{n}"), &format!("tenant-{t}"), n),
-                )
-                .await;
-            }
-        }));
-    }
-    for c in clients {
-        c.await.unwrap();
-    }
+    post_tenants(sidecar.addr(), &topic, 5, 40, "o").await;
     let consumed = consume_async(
         &broker.bootstrap(),
         std::slice::from_ref(&topic),
@@ -127,26 +111,17 @@ async fn order_per_tenant_holds_across_batches() {
         Duration::from_secs(60),
     )
     .await;
-    assert_eq!(consumed.len(), 200);
-    let mut per_tenant: HashMap<String, Vec<u64>> = HashMap::new();
+    assert_eq!(consumed.len(), 200, "each event once");
+    assert_in_order(&consumed, 5, 40);
     let mut partitions: HashMap<String, HashSet<i32>> = HashMap::new();
     for m in &consumed {
-        per_tenant
-            .entry(m.key.clone())
-            .or_default()
-            .push(m.json()["n"].as_u64().unwrap());
         partitions
             .entry(m.key.clone())
             .or_default()
             .insert(m.partition);
     }
-    for (tenant, ns) in per_tenant {
-        assert_eq!(ns, (0..40).collect::<Vec<_>>(), "order of {tenant}");
-        assert_eq!(
-            partitions[&tenant].len(),
-            1,
-            "{tenant} stays on one partition"
-        );
+    for (tenant, partitions) in partitions {
+        assert_eq!(partitions.len(), 1, "{tenant} stays on one partition");
     }
     assert!(sidecar.status().await["relay"]["batches"].as_u64().unwrap() >= 200 / 7);
 }

@@ -48,7 +48,7 @@ async fn the_answer_is_written_only_after_fdatasync() {
     let dir = tempfile::tempdir().unwrap();
     let trace = dir.path().join("trace");
     let port = free_port();
-    let mut child = Command::new("strace")
+    let mut child = without_caller_settings(Command::new("strace"))
         .args([
             "-f",
             "-y",

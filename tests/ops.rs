@@ -6,14 +6,10 @@ mod common;
 use common::*;
 use edge_outbox::catalog::Catalog;
 use edge_outbox::kafka_client::DevBroker;
-use std::process::{Command, Output};
+use std::process::Output;
 
 fn run(url: &str, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_edge-outbox"))
-        .args(args)
-        .args(["--url", url])
-        .output()
-        .unwrap()
+    cli().args(args).args(["--url", url]).output().unwrap()
 }
 
 fn stdout(output: &Output) -> String {
@@ -76,7 +72,7 @@ async fn status_and_dead_letter_commands() {
 }
 
 fn inspect(dir: &std::path::Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_edge-outbox"))
+    cli()
         .args(["inspect", "--data-dir"])
         .arg(dir)
         .args(args)

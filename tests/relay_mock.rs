@@ -13,6 +13,9 @@ use std::time::Duration;
 
 const PARTITIONS: i32 = 6;
 
+/// The topic of the tenants' events in the ordering tests.
+const SENT: &str = "eventzr.integration-hub.whatsapp.message.sent.v1";
+
 fn broker() -> DevBroker {
     DevBroker::start(1, &Catalog::builtin().topics(), PARTITIONS).unwrap()
 }
@@ -97,54 +100,6 @@ async fn all_36_types_arrive_on_their_topics_with_key_headers_and_payload() {
     sidecar.shutdown().await.unwrap();
 }
 
-/// Posts `per_tenant` events for each tenant, each tenant from its own client in order.
-async fn post_tenants(addr: std::net::SocketAddr, tenants: usize, per_tenant: u64, prefix: &str) {
-    let mut clients = Vec::new();
-    for t in 0..tenants {
-        let prefix = prefix.to_string();
-        clients.push(tokio::spawn(async move {
-            for n in 0..per_tenant {
-                let e = event(
-                    "eventzr.integration-hub.whatsapp.message.sent.v1",
-                    &format!("{prefix}-{t}-{n}"),
-                    &format!("tenant-{t}"),
-                    n,
-                );
-                let answer = post_event(addr, &e).await;
-                assert_eq!(answer.status, 202, "{:?}", answer.body);
-            }
-        }));
-    }
-    for c in clients {
-        c.await.unwrap();
-    }
-}
-
-/// Each tenant's `n` values, in the order they arrived; `tenants` of them.
-fn values_per_tenant(consumed: &[Consumed], tenants: usize) -> HashMap<String, Vec<u64>> {
-    let mut seen: HashMap<String, Vec<u64>> = HashMap::new();
-    for m in consumed {
-        seen.entry(m.key.clone())
-            .or_default()
-            .push(m.json()["n"].as_u64().unwrap());
-    }
-    assert_eq!(seen.len(), tenants);
-    seen
-}
-
-/// Checks that each tenant's `n` values arrive strictly in order, with none missing.
-fn assert_in_order(consumed: &[Consumed], tenants: usize, per_tenant: u64) {
-    for (tenant, ns) in values_per_tenant(consumed, tenants) {
-        let mut dedup = ns.clone();
-        dedup.dedup();
-        assert_eq!(
-            dedup,
-            (0..per_tenant).collect::<Vec<_>>(),
-            "order of {tenant} (duplicates removed): {ns:?}"
-        );
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn order_per_tenant_holds_across_many_batches() {
     let kafka = broker();
@@ -152,7 +107,7 @@ async fn order_per_tenant_holds_across_many_batches() {
     let mut config = test_config(&kafka.bootstrap_servers(), dir.path());
     config.relay.batch_max_events = 7;
     let sidecar = start(config).await;
-    post_tenants(sidecar.addr(), 5, 40, "order").await;
+    post_tenants(sidecar.addr(), SENT, 5, 40, "order").await;
     let topic = vec!["eventzr.integration-hub.whatsapp.message.sent.v1".to_string()];
     let consumed = consume_async(
         &kafka.bootstrap_servers(),
@@ -176,7 +131,7 @@ async fn broker_down_longer_than_the_delivery_timeout_loses_nothing() {
     config.relay.batch_max_events = 7;
     let sidecar = start(config).await;
     let addr = sidecar.addr();
-    post_tenants(addr, 3, 10, "before").await;
+    post_tenants(addr, SENT, 3, 10, "before").await;
     let topic = vec!["eventzr.integration-hub.whatsapp.message.sent.v1".to_string()];
     let first = consume_async(
         &kafka.bootstrap_servers(),
@@ -189,7 +144,7 @@ async fn broker_down_longer_than_the_delivery_timeout_loses_nothing() {
 
     kafka.cluster().broker_down(1).unwrap();
     // Appends keep being accepted while the broker is away.
-    post_tenants(addr, 3, 10, "during").await;
+    post_tenants(addr, SENT, 3, 10, "during").await;
     let status = sidecar.relay_status();
     wait_for(
         "a delivery timeout to be reported",
@@ -231,24 +186,6 @@ async fn broker_down_longer_than_the_delivery_timeout_loses_nothing() {
     sidecar.shutdown().await.unwrap();
 }
 
-/// Checks that each tenant's `n` values first arrive in order, with none missing: a batch sent
-/// again after a failure may repeat values already delivered (at-least-once).
-fn assert_first_arrivals_in_order(consumed: &[Consumed], tenants: usize, per_tenant: u64) {
-    for (tenant, ns) in values_per_tenant(consumed, tenants) {
-        let mut first = Vec::new();
-        for n in ns {
-            if !first.contains(&n) {
-                first.push(n);
-            }
-        }
-        assert_eq!(
-            first,
-            (0..per_tenant).collect::<Vec<_>>(),
-            "first arrivals of {tenant}"
-        );
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_lost_while_batches_stream_out_two_at_a_time_loses_nothing_and_keeps_order() {
     // A rate limit keeps the relay streaming small batches (two in flight at a time) for
@@ -260,7 +197,7 @@ async fn broker_lost_while_batches_stream_out_two_at_a_time_loses_nothing_and_ke
     config.relay.batch_max_events = 7;
     config.relay.max_events_per_second = edge_outbox::config::Limit::PerSecond(100);
     let sidecar = start(config).await;
-    post_tenants(sidecar.addr(), 3, 100, "stream").await;
+    post_tenants(sidecar.addr(), SENT, 3, 100, "stream").await;
     let status = sidecar.relay_status();
     wait_for(
         "a third of the backlog delivered",
@@ -312,7 +249,7 @@ async fn while_the_broker_has_taken_nothing_batches_are_small_probes() {
     config.kafka.delivery_timeout = Duration::from_millis(500);
     config.relay.batch_max_events = 32;
     let sidecar = start(config).await;
-    post_tenants(sidecar.addr(), 4, 16, "probe").await;
+    post_tenants(sidecar.addr(), SENT, 4, 16, "probe").await;
     let status = sidecar.relay_status();
     wait_for("a failed round", Duration::from_secs(30), || {
         let status = status.clone();

@@ -686,7 +686,7 @@ mod tests {
     }
 
     #[test]
-    fn toml_overrides_defaults() {
+    fn a_file_overrides_the_defaults_it_names_and_keeps_the_rest() {
         let config = Config::from_toml(
             r#"
             listen = "127.0.0.2:9090"
@@ -770,7 +770,7 @@ mod tests {
     }
 
     #[test]
-    fn durations_and_limits_parse() {
+    fn durations_and_rate_limits_parse_from_their_text_forms() {
         assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
         assert_eq!(parse_duration("10s").unwrap(), Duration::from_secs(10));
         assert!(parse_duration("soon").is_err());

@@ -367,7 +367,7 @@ mod tests {
     }
 
     #[test]
-    fn structured_mode() {
+    fn a_structured_event_becomes_one_json_value_on_kafka() {
         let events = parse_request(
             Some("application/cloudevents+json; charset=utf-8"),
             std::iter::empty(),
@@ -389,7 +389,7 @@ mod tests {
     }
 
     #[test]
-    fn structured_data_base64() {
+    fn structured_data_base64_is_decoded_into_bytes() {
         let body = json!({"specversion":"1.0","id":"1","source":"s","type":"t",
             "datacontenttype":"application/octet-stream","data_base64":"AAEC"});
         let e = parse_structured(&serde_json::to_vec(&body).unwrap()).unwrap();
@@ -398,7 +398,7 @@ mod tests {
     }
 
     #[test]
-    fn binary_mode_percent_decodes() {
+    fn binary_mode_percent_decodes_header_values() {
         let h = headers(&[
             ("ce-specversion", "1.0"),
             ("CE-ID", "evt-1"),
@@ -515,7 +515,7 @@ mod tests {
     }
 
     #[test]
-    fn content_type_decides_mode() {
+    fn the_content_type_decides_between_binary_structured_and_batched() {
         let err = mode_of(Some("application/json"), false).unwrap_err();
         assert_eq!(err.kind, ErrorKind::UnsupportedMediaType);
         let err = mode_of(Some("application/cloudevents+avro"), false).unwrap_err();

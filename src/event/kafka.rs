@@ -155,7 +155,7 @@ mod tests {
     }
 
     #[test]
-    fn structured_mode_round_trip() {
+    fn a_structured_event_survives_the_round_trip_through_kafka() {
         let event = sample();
         let msg = to_message(&event, "t", "k", KafkaMode::Structured);
         assert_eq!(

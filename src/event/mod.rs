@@ -241,7 +241,7 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn valid_event_passes() {
+    fn a_valid_event_passes_validation() {
         sample().validate().unwrap();
     }
 
@@ -274,7 +274,7 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn key_resolution_order() {
+    fn the_tenant_key_comes_from_the_first_source_that_has_one() {
         let mut event = sample();
         assert_eq!(event.tenant_key(&DEFAULT_KEY_ORDER).unwrap(), "data-tenant");
         event
@@ -305,7 +305,7 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn json_media_types() {
+    fn json_media_types_are_recognised_with_parameters_and_suffixes() {
         assert!(is_json_media_type("application/json"));
         assert!(is_json_media_type("application/json; charset=utf-8"));
         assert!(is_json_media_type("application/vnd.api+json"));

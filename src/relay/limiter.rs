@@ -61,7 +61,7 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn unlimited_never_waits() {
+    async fn an_unlimited_rate_never_waits() {
         let limiter = Limiter::new(Limit::Unlimited, Limit::Unlimited, 1 << 20);
         for _ in 0..10_000 {
             limiter.wait(1 << 20).await;
@@ -80,7 +80,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn event_rate_is_enforced() {
+    async fn the_event_rate_is_enforced() {
         let limiter = Limiter::new(Limit::PerSecond(20), Limit::Unlimited, 0);
         let start = Instant::now();
         // The burst is 20; 30 events need at least 10 more cells at 20/s = 0.5 s.

@@ -111,7 +111,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn meta_tracks_delivery() {
+    fn chunk_metadata_tracks_which_records_are_delivered() {
         let mut meta = ChunkMeta::new(5, vec![10; 70]);
         assert_eq!(meta.undelivered(), (70, 700));
         assert_eq!(meta.mark_delivered(65), Some(10));

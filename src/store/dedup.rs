@@ -185,7 +185,7 @@ mod tests {
     }
 
     #[test]
-    fn packs_round_trip() {
+    fn dedup_packs_survive_encoding_and_decoding() {
         let g = DedupGroup {
             appended_ms: 7,
             entries: vec![(u128::MAX, 3), (fingerprint("a", "b"), 4)],

@@ -330,7 +330,7 @@ mod tests {
     }
 
     #[test]
-    fn unlisted_generations_are_removed() {
+    fn generations_current_does_not_name_are_removed() {
         let dir = tempfile::tempdir().unwrap();
         for id in [1, 2, 3] {
             std::fs::create_dir(dir_of(dir.path(), id)).unwrap();

@@ -79,7 +79,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sequence_keys_sort_numerically() {
+    fn sequence_keys_sort_in_numeric_order() {
         assert!(chunk(255) < chunk(256));
         assert!(chunk(u64::MAX - 1) < chunk(u64::MAX));
         assert_eq!(seq_of(&chunk(42)), 42);

@@ -127,7 +127,7 @@ mod tests {
     use crate::store::fingerprint::fingerprint;
 
     #[test]
-    fn slots_take_twenty_bytes() {
+    fn a_table_slot_takes_twenty_bytes() {
         assert_eq!(std::mem::size_of::<Slot>(), 20);
     }
 

@@ -165,7 +165,7 @@ mod tests {
     }
 
     #[test]
-    fn round_trip() {
+    fn a_record_survives_encoding_and_decoding() {
         let r = record();
         let bytes = encode(&r);
         assert_eq!(bytes[0], FORMAT_VERSION);
@@ -210,7 +210,7 @@ mod tests {
     }
 
     #[test]
-    fn truncation_and_unknown_version() {
+    fn a_truncated_record_or_an_unknown_version_is_refused() {
         let bytes = encode(&record());
         assert_eq!(
             decode::<Record>(&bytes[..3]),

@@ -98,7 +98,7 @@ async fn duplicates_get_the_same_answer_and_are_stored_once() {
 }
 
 #[tokio::test]
-async fn dedup_window_expires() {
+async fn a_pair_appended_again_after_the_dedup_window_is_stored_again() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = StoreConfig::new(dir.path());
     config.dedup_window = Duration::from_millis(1);
@@ -140,7 +140,7 @@ async fn backlog_limit_refuses_whole_request_and_changes_nothing() {
 }
 
 #[tokio::test]
-async fn park_replay_purge() {
+async fn parked_records_can_be_replayed_or_purged() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
     store
