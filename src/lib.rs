@@ -4,22 +4,28 @@
 //!
 //! # Layout
 //!
+//! The data path runs downwards: `api` -> `event`, `catalog` -> `store`; `relay` -> `store`,
+//! `relay/service.rs` -> librdkafka. No module imports one above it.
+//!
 //! | concept | where |
 //! |---|---|
-//! | an event is validated (CloudEvents attributes, binary/structured/batched HTTP modes) | [`event`], [`event::http`] |
-//! | ... against the catalogue and the size limit, then appended | [`api`] (`ingest.rs`), [`catalog`] |
-//! | the durable append: group commit, when the store fsyncs | [`store`] (its top doc), `store/committer.rs`, `store/durable.rs` |
+//! | an event is validated (CloudEvents attributes; binary, structured, batched HTTP modes) | [`event`], `event/http.rs` |
+//! | ... against the catalogue and the size limit, then appended and answered 202 | `api/ingest.rs`, [`catalog`] |
+//! | when the store fsyncs (the durability protocol, told once) | [`store`]'s top doc; `store/committer/mod.rs` (`write_group`) |
+//! | what a commit group changes, and what is refused | `store/committer/plan.rs` |
+//! | opening a store and restoring it after a crash (also for `inspect`) | `store/recovery.rs` |
 //! | one process per store (the owner lock) | `store/lock.rs` |
-//! | where a batch is cut (size, probes, held tenants) and when it is sent | [`relay`] (`read_from`, `run`) |
-//! | how a produce error is classified (retriable, permanent, configuration, fatal) | [`kafka_client::classify`] |
+//! | where a batch is cut (sequence order, size, probes, paused and held records) and when it is sent | `relay/mod.rs` (`run`, `drain`, `read_from`) |
+//! | how a produce error is classified (retriable, permanent, configuration, fatal) | `relay/service.rs` (`classify`, `Outcome::failed`) |
+//! | what the relay does about each outcome (confirm, park, pause, hold, back off) | `relay/policy.rs` |
+//! | the producer built from the configuration (TLS, SASL, MSK IAM), topics, the dev broker | [`kafka_client`], [`msk_iam`] |
 //! | what the cluster's client errors say (unreachable, refused) | [`broker_health`] |
-//! | the Kafka message of an event (binary or structured binding, headers, key) | [`event::kafka`] |
+//! | the Kafka message of an event (binary or structured binding, headers, key) | `event/kafka.rs`, [`message`] |
 //! | the shutdown phases and the drain at SIGTERM | [`shutdown`], [`sidecar`] |
 //! | stores left by pods that are gone | [`adopt`] |
-//! | configuration, every setting documented where it is declared | [`config`] |
+//! | every setting, its default and its check; where values come from | [`config`], `config/layers.rs`, `store/config.rs` |
 //! | the command line and the operator commands | [`cli`], [`ops`], [`connect_check`] |
-//! | MSK IAM tokens | [`msk_iam`] |
-//! | metrics, memory settings, the load tool, fuzz properties | [`metrics`], [`memory`], [`loadgen`], [`fuzzing`] |
+//! | metrics, memory settings, the load tool, fuzz properties, the clock | [`metrics`], [`memory`], [`loadgen`], [`fuzzing`], [`clock`] |
 
 pub mod adopt;
 pub mod api;

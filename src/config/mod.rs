@@ -1,7 +1,7 @@
 //! One typed configuration for the sidecar: every setting declared, documented and defaulted
 //! here (the store's own in [`crate::store::StoreConfig`]), and validated once at start with
 //! errors that name the setting. Where the values come from (file, environment, flags) is
-//! [`layers`].
+//! `layers.rs`.
 
 mod layers;
 

@@ -1,6 +1,6 @@
 //! The CloudEvents 1.0 envelope: the attributes, validation of what the spec and the sidecar
 //! require, and the tenant key that orders and partitions events. Parsing of the HTTP binding
-//! modes lives in [`http`], the Kafka binding in [`kafka_client`].
+//! modes lives in [`http`], the Kafka binding in [`kafka`].
 
 pub mod http;
 pub mod kafka;

@@ -1,6 +1,6 @@
 //! The relay: the background loop that moves the backlog from the store to Kafka (the
 //! driver, as the sink of Vector's Kafka sink is). It decides when to send (every
-//! `flush_interval`, or as soon as a full batch waits) and where a batch is cut ([`Relay::drain`]:
+//! `flush_interval`, or as soon as a full batch waits) and where a batch is cut (`Relay::drain`:
 //! sequence order, size limits, probes, paused and held records left out), hands batches to
 //! [`service`] (the only caller of the Kafka client, which classifies what comes back), lets
 //! [`policy`] decide about each outcome, and removes delivered records only once the broker

@@ -1,11 +1,8 @@
-//! The checkpointer: a thread that makes sled durable now and then while only appends come in.
-//! An append is durable once its group is in the segment file (the log), so sled's copy of
-//! where the records are can lag; this keeps the lag (what an open must restore from the log)
-//! to about `StoreConfig::checkpoint_every`. It runs beside the committer, not in it: a sled flush
-//! plus `fdatasync` takes several milliseconds, and in the committer every append queued
-//! behind it would wait that long. sled batches are atomic and applied in order, and each
-//! group's records were synced before its batch was applied, so whatever prefix of batches a
-//! checkpoint makes durable names only durable records.
+//! The checkpointer: a thread beside the committer that makes sled durable at least every
+//! `checkpoint_every` while only appends come in (a flush plus `fdatasync` takes milliseconds, which
+//! every append queued behind it in the committer would wait). sled batches are atomic and applied
+//! in order after their records were synced, so any prefix a checkpoint makes durable names only
+//! durable records.
 
 use super::durable::Durability;
 use super::Shared;

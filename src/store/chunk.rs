@@ -1,8 +1,7 @@
-//! Chunks: the records of one commit group (or of several young groups in a row) kept
-//! together: their frames lie back to back in a segment file ([`super::segment`]), and sled
-//! holds, under the chunk's first sequence number, where they are and a small [`ChunkMeta`]:
-//! their sizes, the append time and which of them are already delivered. Restart reads only
-//! these. One entry per group instead of one per event keeps sled's work per commit small.
+//! Chunks: the records of one commit group (or of several young groups in a row), back to back
+//! in a segment file. sled names each chunk under its first sequence number: where its frames are
+//! and a small [`ChunkMeta`] (sizes, append time, which are delivered). One entry per group, not
+//! per event, keeps sled's work per commit small.
 
 use super::segment::{framed_len, Location};
 use serde::{Deserialize, Serialize};

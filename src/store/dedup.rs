@@ -1,11 +1,8 @@
 //! The de-duplication index: which `source` + `id` pairs (by their fingerprint) were appended
-//! within the window, and under which sequence number. It lives in memory; each commit group
-//! persists its new entries as one value (`h` + first sequence number), so that restart
-//! rebuilds the index by reading those, and expiry deletes whole groups. A value is a *pack*: a list of
-//! groups, one when a commit writes it, many when a rotation copies them into a new generation
-//! (large values become sled blob files of their exact size, which keeps a fresh generation
-//! small). Bounded twice: by the time window and by a maximum number of entries (oldest groups
-//! are forgotten first).
+//! within the window, and under which sequence number, bounded by the window and by a number of
+//! entries. It lives in memory; each commit group persists its entries as one value, a *pack*
+//! (a rotation copies many groups into one), so that restart reads them back and expiry deletes
+//! whole packs.
 
 use super::fingerprint::Fingerprint;
 use super::print_table::PrintTable;

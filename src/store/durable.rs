@@ -1,7 +1,6 @@
-//! Making sled's writes durable. In sled 0.34.7 `Db::flush` ends in `sync_file_range`, which
-//! does not survive a power cut (sled #1452), so after every flush the committer calls a real
-//! `fdatasync` on the database file, and `fsync` on any new blob file (sled writes values
-//! larger than a quarter segment to `blobs/` without syncing them) and on their directory.
+//! Making sled's writes durable: sled 0.34.7's `Db::flush` ends in `sync_file_range`, which does
+//! not survive a power cut (sled #1452), so a flush is followed by a real `fdatasync` of the
+//! database file and an `fsync` of new blob files (which sled never syncs) and their directory.
 
 use std::collections::HashSet;
 use std::fs::File;

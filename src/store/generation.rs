@@ -1,13 +1,8 @@
-//! Store generations: how the store gives disk space back. sled does not shrink its files after
-//! deletes and segment files are append-only, so the store is a series of generations
-//! (`gen-<id>/`: a sled database and its `segments/`), and the file `CURRENT`
-//! names the live ones, oldest first. The newest (active) generation takes every write and holds
-//! the counters, dead letters and de-duplication entries; an older (draining) one only still
-//! holds undelivered chunks. Rotating copies the small state into a fresh generation and then
-//! names it in `CURRENT`; once the draining generation's last chunk is delivered, `CURRENT` drops
-//! it and its directory is deleted. `CURRENT` is replaced atomically (write, fsync, rename,
-//! fsync of the directory), so a crash at any step leaves either the old or the new list, and a
-//! directory `CURRENT` does not name is an unfinished or retired generation, removed on open.
+//! Store generations: how disk space comes back, since sled does not shrink its files and
+//! segment files are append-only. `CURRENT` names the live generations (`gen-<id>/`: a sled
+//! database and its `segments/`), oldest first; the active one takes every write, an older one
+//! only drains. `CURRENT` is replaced atomically, so a crash leaves the old or the new list, and a
+//! directory it does not name is removed on open.
 
 use super::durable::{sync_dir, Durability};
 use super::segment::SegmentReader;

@@ -1,6 +1,6 @@
 //! Offline inspection of a stopped store: counters, a checksum pass over every undelivered
 //! record and dead letter, and JSON-lines export. It reads the store as the sidecar would open
-//! it (through [`super::recovery`]) and writes nothing; sled's own lock refuses a store that a
+//! it (through `recovery.rs`) and writes nothing; sled's own lock refuses a store that a
 //! running sidecar holds.
 
 use super::chunk::ChunkMeta;

@@ -1,10 +1,21 @@
-//! The outbox. Appends go through one committer thread that groups concurrent requests, appends
-//! their records to a segment file (the log) and fdatasyncs it, and only then answers (group
-//! commit); where the records are (chunks) and the counters go to sled, made durable by a
-//! checkpoint and restored from the log on open when a crash came first. Reads for the relay go
-//! straight to the segment files, guided by the in-memory chunk index. The store lives in
-//! generations (separate sled databases) so that disk space comes back after a drain. The store
-//! knows nothing of HTTP or Kafka: it keeps records, a cursor, dead letters and counters.
+//! The outbox: it keeps records, a cursor, dead letters and counters, and knows nothing of
+//! HTTP or Kafka. [`Store`] is the handle; everything it asks for is done by one committer thread.
+//!
+//! # Durability, told once
+//! The committer takes every queued command at once (a commit group). An append is answered
+//! only once its group's records are in the active segment file (the log, `segment.rs`) and
+//! `fdatasync`ed. What sled holds about them (where each chunk of records is, de-duplication
+//! entries, counters, and `log_end`: how far sled reflects the log) is applied to sled in memory
+//! and made durable by a checkpoint (a sled flush followed by a real `fdatasync`, `durable.rs`):
+//! before answering a group that confirms, parks, replays or purges, and otherwise at least every
+//! `checkpoint_every` (`checkpointer.rs`). Opening the store restores from the log what the last
+//! checkpoint had not reached (`recovery.rs`). A delivered record leaves the index only once its
+//! confirmation is durable, and a failed write or sync stops all later writes.
+//!
+//! # Layout
+//! The committer's loop, planning and upkeep: `committer/`. Reading for the relay: `read.rs`.
+//! Opening and recovery, shared with `inspect`: `recovery.rs`. Disk space comes back through
+//! generations (`generation.rs`). The key layout inside sled: `keys.rs`.
 
 mod checkpointer;
 pub mod chunk;

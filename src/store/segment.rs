@@ -1,21 +1,9 @@
-//! Segment files: the store's log, where the records live. sled keeps only small values (chunk
-//! metadata and locations, de-duplication groups, counters); the records of each commit group
-//! are appended to the generation's current segment file, `gen-<id>/segments/<n>.log`, as a
-//! group header followed by frames `[length: u32 LE][record]`. sled consolidates a leaf of up
-//! to 16 values by writing it whole, so 96 KiB chunks inside sled were written many times over,
-//! held in its cache and kept on disk several times; a segment file takes each record once.
-//!
-//! An append is acknowledged once its group is in the segment file and `fdatasync`ed: the
-//! segment is the write-ahead log. sled is brought up to date in memory with every group but
-//! made durable (a checkpoint) only when something else needs it (a confirmation, a dead
-//! letter) or every `StoreConfig::checkpoint_every` (200 ms); its `log_end` counter says up to
-//! where the log is reflected. Opening the store [`scan`]s the log after `log_end` and
-//! restores the groups found there. A group counts only if its header and frames check out;
-//! the scan stops at the first that does not, which can only be a group cut short by a crash
-//! (every acknowledged group was synced before its answer). Every open starts a new segment
-//! file, so such a torn end is never written over or read again. A file is closed at
-//! `StoreConfig::segment_bytes` (64 MiB) and deleted once every record in it is delivered; the
-//! rest go with their generation when it is retired.
+//! Segment files, the store's log: the records of each commit group are appended to the
+//! generation's current file, `gen-<id>/segments/<n>.log`, as a group header followed by frames
+//! `[length: u32 LE][record]`; sled keeps only where they are. [`scan`] reads the log back from a
+//! position, whole groups only: a group that does not check out can only be one cut short by a
+//! crash (never acknowledged), and every open starts a new file, so it is never written over.
+//! A file is closed at `segment_bytes` and deleted once all its records are delivered.
 
 use super::record::RecordError;
 use std::collections::HashMap;

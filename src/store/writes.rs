@@ -1,12 +1,7 @@
-//! sled writes gathered across commit groups. sled 0.34's `apply_batch` rolls and seals its IO
-//! buffer before and after every batch (`PageCache::pin_log`), so each batch costs two log
-//! writes, each followed by a `sync_file_range`, on sled's IO threads. With a batch per commit
-//! group that was about a thousand batches a second under single-event load, and a fifth of the
-//! sidecar's CPU. An append is durable in the segment log before its sled writes matter (they
-//! only say where its records are, and opening the store restores them from the log), so the
-//! committer gathers them here and applies them as one batch now and then; a group that needs
-//! sled durable applies everything gathered with its own writes. Later writes to a key replace
-//! earlier ones, so one batch of gathered writes leaves sled as the groups one by one would.
+//! sled writes gathered across commit groups. Each sled `apply_batch` costs two log writes on
+//! sled's IO threads, and the sled writes of an append matter only once the log holds it, so the
+//! committer gathers them here and applies them as one batch now and then. Later writes to a key
+//! replace earlier ones: one gathered batch leaves sled as the groups one by one would.
 
 use sled::IVec;
 use std::collections::BTreeMap;
