@@ -1,7 +1,11 @@
+#[path = "../../tests/common/files.rs"]
+mod files;
+
 use super::config::RotationObserver;
 use super::*;
 use crate::clock::now_ms;
 use crate::message::Message;
+pub(crate) use files::copy_dir;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -339,21 +343,6 @@ async fn rotation_gives_disk_space_back_after_a_drain_and_keeps_everything() {
     assert_eq!(store.stats().next_seq, later + 1);
 }
 
-/// Copies a directory tree: what the disk holds if the process died at that moment (every
-/// write before it was synced).
-pub(super) fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_tree(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
-
 #[tokio::test]
 async fn a_crash_at_any_step_of_a_rotation_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
@@ -362,7 +351,7 @@ async fn a_crash_at_any_step_of_a_rotation_loses_nothing() {
     let mut config = rotating_config(&data);
     let images_for_observer = images.clone();
     config.rotation_observer = Some(RotationObserver(Arc::new(move |root, step| {
-        copy_tree(root, &images_for_observer.join(format!("{step:?}")));
+        copy_dir(root, &images_for_observer.join(format!("{step:?}")));
     })));
     let store = Store::open(config).unwrap();
     for batch in 0..40 {
@@ -463,7 +452,7 @@ async fn gathered_sled_writes_are_applied_while_the_store_is_idle() {
     let store = Store::open(config).unwrap();
     let log_end_in_sled = |n: u32| {
         let image = dir.path().join(format!("image-{n}"));
-        copy_tree(&data, &image);
+        copy_dir(&data, &image);
         let (generation, _) = Generation::open(&image, 1, 1 << 20).unwrap();
         let value = generation.tree().get(keys::meta(keys::LOG_END)).unwrap();
         keys::decode_log_end(&value.unwrap()).unwrap()
@@ -551,7 +540,7 @@ async fn confirmations_amid_appends_checkpoint_the_gathered_sled_writes() {
     let stats = store.stats();
     assert_eq!(stats.backlog_events, 64 * 30 - confirmed - 1);
     let image = dir.path().join("crash");
-    copy_tree(&data, &image);
+    copy_dir(&data, &image);
     store.close().await;
     drop(store);
 
@@ -588,7 +577,7 @@ async fn appends_after_the_last_checkpoint_are_restored_from_the_log() {
     let stats = store.stats();
     assert_eq!(expected.len(), 21);
     let image = dir.path().join("crash");
-    copy_tree(&data, &image);
+    copy_dir(&data, &image);
     store.close().await;
 
     // The crash also cut a group short at the end of the log: garbage after the last group.
@@ -729,16 +718,5 @@ pub(crate) fn flip_record_bytes(dir: &std::path::Path, seq: u64) {
     let inspector = inspect::Inspector::open(dir).unwrap();
     let at = inspector.locate(seq).unwrap();
     drop(inspector);
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&at.file)
-        .unwrap();
-    let offset = at.offset + u64::from(at.len) / 2;
-    let mut bytes = [0u8; 2];
-    std::os::unix::fs::FileExt::read_exact_at(&file, &mut bytes, offset).unwrap();
-    bytes[0] ^= 0xff;
-    bytes[1] ^= 0x55;
-    std::os::unix::fs::FileExt::write_all_at(&file, &bytes, offset).unwrap();
-    file.sync_all().unwrap();
+    files::flip_bytes(&at.file, at.offset + u64::from(at.len) / 2);
 }

@@ -14,6 +14,10 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+pub mod files;
+#[allow(unused_imports)]
+pub use files::{copy_dir, flip_bytes};
+
 pub const STRUCTURED: &str = "application/cloudevents+json";
 pub const BATCH: &str = "application/cloudevents-batch+json";
 
@@ -380,39 +384,13 @@ pub mod crash_loop;
 pub mod kafka;
 pub mod process;
 
-/// Copies a directory tree (a stopped store, say).
-pub fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
-
 /// Flips two bytes in the middle of the stored record `seq` of a stopped store, behind the
 /// store's back (where `inspect` locates it), for the tests that prove corruption is found.
 pub fn flip_record_bytes(dir: &Path, seq: u64) {
-    use std::os::unix::fs::FileExt;
     let inspector = edge_outbox::store::inspect::Inspector::open(dir).unwrap();
     let at = inspector.locate(seq).unwrap();
     drop(inspector);
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&at.file)
-        .unwrap();
-    let offset = at.offset + u64::from(at.len) / 2;
-    let mut bytes = [0u8; 2];
-    file.read_exact_at(&mut bytes, offset).unwrap();
-    bytes[0] ^= 0xff;
-    bytes[1] ^= 0x55;
-    file.write_all_at(&bytes, offset).unwrap();
-    file.sync_all().unwrap();
+    flip_bytes(&at.file, at.offset + u64::from(at.len) / 2);
 }
 
 /// Posts `per_tenant` events of `topic` for each tenant (`tenant-<t>`, `n` = 0, 1, ...), each

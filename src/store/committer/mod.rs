@@ -331,7 +331,7 @@ mod tests {
     use super::*;
     use crate::store::commands::Prepared;
     use crate::store::recovery;
-    use crate::store::tests::{copy_tree, record};
+    use crate::store::tests::{copy_dir, record};
     use tokio::sync::oneshot;
 
     /// A confirmation that comes while the sled writes of earlier appends still wait
@@ -373,7 +373,7 @@ mod tests {
 
         // A crash now: the image holds what is on disk, and nothing more is written.
         let image = dir.path().join("crash");
-        copy_tree(&data, &image);
+        copy_dir(&data, &image);
         let store = crate::store::Store::open(StoreConfig::new(&image)).unwrap();
         let batch = store.read_batch(0, 10, u64::MAX, |_, _| false).unwrap();
         let left: Vec<u64> = batch.records.iter().map(|r| r.seq).collect();
