@@ -271,13 +271,15 @@ fn config_source(cli: &Cli) -> ConfigSource {
 
 impl ServeArgs {
     /// The named flags given, as the last layer of the configuration.
-    pub fn overrides(&self) -> Vec<Override> {
+    pub fn overrides(&self) -> anyhow::Result<Vec<Override>> {
         let mut flags = Vec::new();
         if let Some(listen) = self.listen {
             flags.push(Override::string("listen", listen.to_string(), "--listen"));
         }
         if let Some(dir) = &self.data_dir {
-            let dir = dir.to_string_lossy();
+            let dir = dir
+                .to_str()
+                .with_context(|| format!("--data-dir {}: the path must be UTF-8", dir.display()))?;
             flags.push(Override::string("data_dir", dir, "--data-dir"));
         }
         if let Some(brokers) = &self.brokers {
@@ -294,13 +296,13 @@ impl ServeArgs {
         if let Some(format) = &self.log_format {
             flags.push(Override::string("log.format", format, "--log-format"));
         }
-        flags
+        Ok(flags)
     }
 }
 
 /// Loads the configuration: defaults, then the file or preset, then environment and flags.
 pub fn load_config(source: &ConfigSource, args: &ServeArgs) -> anyhow::Result<Config> {
-    source.load(&args.overrides())
+    source.load(&args.overrides()?)
 }
 
 /// Logging for one-shot commands: only errors of our own, never librdkafka's chatter.

@@ -424,12 +424,13 @@ impl Relay {
         };
         for (record, outcome) in records.iter().zip(outcomes) {
             let seq = record.seq;
-            let (topic, key) = (record.topic(), record.key());
-            let action = self.policy.settle(&mut round, (topic, key), seq, &outcome);
+            let pair = || (record.topic(), record.key());
+            let action = self.policy.settle(&mut round, pair, seq, &outcome);
             let Outcome::Failed(failure) = outcome else {
                 delivered.push(record);
                 continue;
             };
+            let topic = record.topic();
             let error = failure.error;
             self.metrics.produce_error(failure.class.name());
             match action {

@@ -93,22 +93,27 @@ impl Policy {
         }
     }
 
-    /// Decides about one record of a round and counts it there.
-    pub fn settle(
+    /// Decides about one record of a round and counts it there. `pair` gives its (topic,
+    /// key), asked for only when a hold is to be taken or released.
+    pub fn settle<'a>(
         &mut self,
         round: &mut Round,
-        (topic, key): (&str, &str),
+        pair: impl FnOnce() -> (&'a str, &'a str),
         seq: u64,
         outcome: &Outcome,
     ) -> Action {
         let failure = match outcome {
             Outcome::Delivered => {
                 round.delivered += 1;
-                self.release(topic, key, seq);
+                if !self.held.is_empty() {
+                    let (topic, key) = pair();
+                    self.release(topic, key, seq);
+                }
                 return Action::Confirm;
             }
             Outcome::Failed(failure) => failure,
         };
+        let (topic, key) = pair();
         match failure.class {
             ErrorClass::Permanent => {
                 self.release(topic, key, seq);
@@ -209,9 +214,6 @@ impl Policy {
 
     /// Lets newer messages of the pair flow again once `seq` is settled.
     fn release(&mut self, topic: &str, key: &str, seq: u64) {
-        if self.held.is_empty() {
-            return;
-        }
         let pair = (topic.to_string(), key.to_string());
         if let Some(failed) = self.held.get_mut(&pair) {
             failed.remove(&seq);
@@ -264,7 +266,7 @@ mod tests {
         let pair = ("orders", "tenant-a");
         let action = policy.settle(
             &mut round,
-            pair,
+            || pair,
             7,
             &failed(RDKafkaErrorCode::RequestTimedOut),
         );
@@ -279,7 +281,7 @@ mod tests {
         assert!(!filter.skips("orders", "tenant-b", 8), "other tenants flow");
         assert!(!policy.clear());
 
-        let action = policy.settle(&mut Round::default(), pair, 7, &Outcome::Delivered);
+        let action = policy.settle(&mut Round::default(), || pair, 7, &Outcome::Delivered);
         assert_eq!(action, Action::Confirm);
         assert_eq!(policy.held_keys(), 0);
         assert!(!policy.read_filter().skips("orders", "tenant-a", 8));
@@ -292,13 +294,13 @@ mod tests {
         let mut round = Round::default();
         policy.settle(
             &mut round,
-            pair,
+            || pair,
             1,
             &failed(RDKafkaErrorCode::NotLeaderForPartition),
         );
         let action = policy.settle(
             &mut round,
-            pair,
+            || pair,
             1,
             &failed(RDKafkaErrorCode::MessageSizeTooLarge),
         );
@@ -306,7 +308,7 @@ mod tests {
         assert_eq!(policy.held_keys(), 0);
         let action = policy.settle(
             &mut round,
-            pair,
+            || pair,
             2,
             &failed(RDKafkaErrorCode::UnknownTopicOrPartition),
         );
@@ -358,7 +360,7 @@ mod tests {
         let mut round = Round::default();
         policy.settle(
             &mut round,
-            ("t", "k"),
+            || ("t", "k"),
             1,
             &failed(RDKafkaErrorCode::MessageTimedOut),
         );
