@@ -5,7 +5,8 @@
 //! # Layout
 //!
 //! The data path runs downwards: `api` -> `event`, `catalog` -> `store`; `relay` -> `store`,
-//! `relay/service.rs` -> librdkafka. No module imports one above it.
+//! `relay/service.rs` -> librdkafka. The store and the event model import nothing above them
+//! (only `clock` and `message`).
 //!
 //! | concept | where |
 //! |---|---|
