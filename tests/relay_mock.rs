@@ -108,7 +108,7 @@ async fn order_per_tenant_holds_across_many_batches() {
     config.relay.batch_max_events = 7;
     let sidecar = start(config).await;
     post_tenants(sidecar.addr(), SENT, 5, 40, "order").await;
-    let topic = vec!["eventzr.integration-hub.whatsapp.message.sent.v1".to_string()];
+    let topic = vec![SENT.to_string()];
     let consumed = consume_async(
         &kafka.bootstrap_servers(),
         &topic,
@@ -132,7 +132,7 @@ async fn broker_down_longer_than_the_delivery_timeout_loses_nothing() {
     let sidecar = start(config).await;
     let addr = sidecar.addr();
     post_tenants(addr, SENT, 3, 10, "before").await;
-    let topic = vec!["eventzr.integration-hub.whatsapp.message.sent.v1".to_string()];
+    let topic = vec![SENT.to_string()];
     let first = consume_async(
         &kafka.bootstrap_servers(),
         &topic,
@@ -225,7 +225,7 @@ async fn broker_lost_while_batches_stream_out_two_at_a_time_loses_nothing_and_ke
     );
     kafka.cluster().broker_up(1).unwrap();
     wait_store_drained(sidecar.store(), Duration::from_secs(60)).await;
-    let topic = vec!["eventzr.integration-hub.whatsapp.message.sent.v1".to_string()];
+    let topic = vec![SENT.to_string()];
     // consume reads every partition up to its high watermark, duplicates included: the backlog
     // has drained, so that is everything.
     let all = consume_async(
@@ -273,7 +273,7 @@ async fn while_the_broker_has_taken_nothing_batches_are_small_probes() {
         .find(|l| l.starts_with("edge_outbox_relay_batch_events_bucket{le=\"4.0\"}"))
         .unwrap_or_else(|| panic!("no batch size bucket in\n{text}"));
     assert!(small.ends_with(" 1"), "{small}");
-    let topic = vec!["eventzr.integration-hub.whatsapp.message.sent.v1".to_string()];
+    let topic = vec![SENT.to_string()];
     let all = consume_async(
         &kafka.bootstrap_servers(),
         &topic,

@@ -164,11 +164,6 @@ impl Policy {
         }
     }
 
-    /// The wait before the next try of what is waiting now.
-    pub fn backoff(&self) -> Duration {
-        self.backoff
-    }
-
     /// Pauses `topic` for `pause_retry`; true if it was not paused.
     pub fn pause(&mut self, topic: &str) -> bool {
         self.paused
@@ -340,7 +335,11 @@ mod tests {
             ..Round::default()
         };
         assert_eq!(policy.after_round(&whole).wait, None);
-        assert_eq!(policy.backoff(), Duration::from_millis(100));
+        assert_eq!(
+            policy.after_round(&failing).wait,
+            Some(Duration::from_millis(100)),
+            "the back-off starts again at the minimum"
+        );
         assert!(policy.broker_confirmed());
     }
 

@@ -13,6 +13,7 @@ use crate::store::StoredRecord;
 use futures::future::{self, Either};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::OwnedHeaders;
+use rdkafka::producer::Producer as _;
 use rdkafka::producer::{DeliveryFuture, FutureRecord};
 use std::sync::Arc;
 use std::time::Duration;
@@ -240,17 +241,16 @@ impl KafkaService {
 
     /// Whether the cluster has `topic` (with partitions); `None` when it does not answer.
     pub async fn has_topic(&self, topic: &str) -> Option<bool> {
-        let producer = self.producer.clone();
         let name = topic.to_string();
-        let metadata = tokio::task::spawn_blocking(move || {
-            use rdkafka::producer::Producer;
-            producer
-                .client()
-                .fetch_metadata(Some(&name), Duration::from_secs(5))
-        })
-        .await
-        .expect("the metadata task does not panic")
-        .ok()?;
+        let metadata = self
+            .blocking(move |producer| {
+                producer
+                    .client()
+                    .fetch_metadata(Some(&name), Duration::from_secs(5))
+            })
+            .await
+            .expect("the metadata task does not panic")
+            .ok()?;
         let missing = metadata.topics().iter().any(|t| {
             t.name() == topic
                 && (t.error().is_some_and(|e| {
@@ -262,9 +262,7 @@ impl KafkaService {
 
     /// Whether the cluster answers a metadata request.
     pub async fn cluster_answers(&self) -> bool {
-        let producer = self.producer.clone();
-        tokio::task::spawn_blocking(move || {
-            use rdkafka::producer::Producer;
+        self.blocking(|producer| {
             producer
                 .client()
                 .fetch_metadata(None, Duration::from_secs(5))
@@ -277,12 +275,16 @@ impl KafkaService {
     /// Gives librdkafka up to `timeout` to hand over what it holds (nothing is confirmed by
     /// it: anything unconfirmed is sent again after a restart).
     pub async fn flush(&self, timeout: Duration) {
+        let _ = self.blocking(move |producer| producer.flush(timeout)).await;
+    }
+
+    /// Runs `work` with the producer on a blocking thread (librdkafka's calls that wait).
+    async fn blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Producer) -> T + Send + 'static,
+    ) -> Result<T, tokio::task::JoinError> {
         let producer = self.producer.clone();
-        let _ = tokio::task::spawn_blocking(move || {
-            use rdkafka::producer::Producer;
-            producer.flush(timeout)
-        })
-        .await;
+        tokio::task::spawn_blocking(move || work(&producer)).await
     }
 }
 
