@@ -128,8 +128,10 @@ async fn sigterm_while_clients_post_delivers_every_202_and_refuses_after_the_gra
         sidecar.status().await["store"]["backlog_events"].as_u64() > Some(20)
     })
     .await;
-    sidecar.signal("TERM");
+    // Taken before the signal: the sidecar's grace starts when it gets the signal, which can be
+    // before `kill` has returned here.
     let signalled = Instant::now();
+    sidecar.signal("TERM");
     // From the signal on: not ready, and the drain shows in status and metrics.
     wait_for("readiness to fail", Duration::from_secs(5), || async {
         reqwest::get(format!("{}/readyz", sidecar.url()))
