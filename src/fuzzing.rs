@@ -123,6 +123,7 @@ fn ingest_harness() -> &'static IngestHarness {
             broker: Default::default(),
             admin_token: None,
             max_broker_outage: std::time::Duration::from_secs(60),
+            tenant_rates: None,
         };
         IngestHarness {
             runtime: tokio::runtime::Builder::new_current_thread()

@@ -42,7 +42,16 @@ pub struct Metrics {
     token_refresh_failures: Counter,
     draining: Gauge,
     drain_deadline_seconds: Gauge<f64, AtomicU64>,
+    tenants_with_backlog: Gauge,
+    largest_tenants_events: Family<Labels, Gauge>,
+    largest_tenants_bytes: Family<Labels, Gauge>,
 }
+
+/// How many tenants `edge_outbox_tenant_backlog_*` name: the largest by backlog.
+pub const LARGEST_TENANTS: usize = 10;
+
+/// The `tenant` label of the shared account of tenants beyond `store.max_tracked_tenants`.
+pub const UNTRACKED_TENANTS: &str = "(untracked)";
 
 impl Metrics {
     pub fn new() -> Arc<Metrics> {
@@ -66,6 +75,9 @@ impl Metrics {
             token_refresh_failures: Counter::default(),
             draining: Gauge::default(),
             drain_deadline_seconds: Gauge::default(),
+            tenants_with_backlog: Gauge::default(),
+            largest_tenants_events: Family::default(),
+            largest_tenants_bytes: Family::default(),
             registry: Registry::default(),
         };
         let r = &mut m.registry;
@@ -98,6 +110,21 @@ impl Metrics {
             "edge_outbox_token_refresh_failures",
             "MSK IAM token signings that failed (no or expired credentials, timeout)",
             m.token_refresh_failures.clone(),
+        );
+        r.register(
+            "edge_outbox_tenants_with_backlog",
+            "Tenants holding undelivered events",
+            m.tenants_with_backlog.clone(),
+        );
+        r.register(
+            "edge_outbox_tenant_backlog_events",
+            "Undelivered events of the 10 tenants holding the most",
+            m.largest_tenants_events.clone(),
+        );
+        r.register(
+            "edge_outbox_tenant_backlog_bytes",
+            "Stored bytes of undelivered events of the 10 tenants holding the most events",
+            m.largest_tenants_bytes.clone(),
         );
         r.register(
             "edge_outbox_appended_events",
@@ -222,6 +249,19 @@ impl Metrics {
             .map(|ms| now_ms().saturating_sub(ms) as f64 / 1000.0)
             .unwrap_or(0.0);
         self.oldest_age_seconds.set(age);
+        self.tenants_with_backlog
+            .set(store.tenants_with_backlog() as i64);
+        self.largest_tenants_events.clear();
+        self.largest_tenants_bytes.clear();
+        for held in store.largest_tenants(LARGEST_TENANTS) {
+            let tenant = match held.tenant.is_empty() {
+                true => UNTRACKED_TENANTS,
+                false => &held.tenant,
+            };
+            let labels = label("tenant", tenant);
+            (self.largest_tenants_events.get_or_create(&labels)).set(held.events as i64);
+            (self.largest_tenants_bytes.get_or_create(&labels)).set(held.bytes as i64);
+        }
         let mut out = String::new();
         encode(&mut out, &self.registry).expect("writing to a String does not fail");
         out

@@ -3,6 +3,7 @@
 //! grace, then closed; the relay sends until the store is empty or the deadline passes), then
 //! the server stops, the store closes and what is left is reported.
 
+use crate::api::tenant_rate::TenantRates;
 use crate::api::{self, App, Intake};
 use crate::catalog::Catalog;
 use crate::clock::now_ms;
@@ -197,6 +198,10 @@ impl Sidecar {
             broker,
             admin_token: config.admin.token()?,
             max_broker_outage: config.readiness.max_broker_outage,
+            tenant_rates: TenantRates::new(
+                config.ingest.max_events_per_second_per_tenant,
+                config.store.max_tracked_tenants,
+            ),
         });
         let ops = match config.ops_listen {
             Some(ops_addr) => {

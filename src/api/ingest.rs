@@ -3,6 +3,7 @@
 //! durable step, and answer `202` with their sequence numbers only then.
 
 use super::problem::Problem;
+use super::tenant_rate::{Refusal, TenantRates};
 use super::App;
 use crate::clock::now_ms;
 use crate::event::kafka::to_message;
@@ -128,6 +129,9 @@ async fn ingest(app: &App, headers: &HeaderMap, body: Body) -> Result<Accepted, 
             message,
         });
     }
+    if let Some(rates) = &app.tenant_rates {
+        check_tenant_rates(rates, &records)?;
+    }
     let Some(_open) = app.intake.enter().await else {
         return Err(super::shutting_down(app.retry_after_secs));
     };
@@ -140,6 +144,59 @@ async fn ingest(app: &App, headers: &HeaderMap, body: Body) -> Result<Accepted, 
         duplicates: answers.iter().filter(|a| a.duplicate).count(),
         sequences: answers.iter().map(|a| a.seq).collect(),
     })
+}
+
+/// Takes the request's events from each of its tenants' ingest rates; refuses the request
+/// (429, or 413 when it holds more of one tenant's events than its rate lets through at once)
+/// at the first tenant over its rate.
+fn check_tenant_rates(rates: &TenantRates, records: &[Record]) -> Result<(), Problem> {
+    let mut per_tenant: Vec<(&str, u32)> = Vec::new();
+    for record in records {
+        let tenant = record.message.key.as_str();
+        match per_tenant.iter_mut().find(|(t, _)| *t == tenant) {
+            Some((_, events)) => *events += 1,
+            None => per_tenant.push((tenant, 1)),
+        }
+    }
+    let rate = rates.per_second();
+    let limit = format!("{rate} events per second (ingest.max_events_per_second_per_tenant)");
+    for (tenant, events) in per_tenant {
+        match rates.check(tenant, events) {
+            Ok(()) => {}
+            Err(Refusal::OverRate(wait)) => {
+                let detail = format!(
+                    "tenant {tenant:?} is over its ingest rate of {rate} events per second; \
+                     other tenants are not held back; retry later"
+                );
+                let seconds = wait.as_secs_f64().ceil() as u64;
+                return Err(Problem::tenant_limited(
+                    "tenant-rate-limited",
+                    "Tenant over its ingest rate",
+                    tenant,
+                    limit,
+                    detail,
+                )
+                .retry_after(seconds));
+            }
+            Err(Refusal::TooMany) => {
+                let detail = format!(
+                    "the request holds {events} events of tenant {tenant:?}, more than its \
+                     ingest rate of {rate} events per second lets through at once: send them \
+                     in smaller requests"
+                );
+                let mut problem = Problem::tenant_limited(
+                    "tenant-rate-burst",
+                    "More events of one tenant than its rate allows at once",
+                    tenant,
+                    limit,
+                    detail,
+                );
+                problem.status = StatusCode::PAYLOAD_TOO_LARGE.as_u16();
+                return Err(problem);
+            }
+        }
+    }
+    Ok(())
 }
 
 fn is_batch(content_type: Option<&str>) -> bool {

@@ -5,6 +5,7 @@
 mod ingest;
 pub use ingest::DUPLICATES_HEADER;
 pub mod problem;
+pub mod tenant_rate;
 
 use crate::broker_health::FailureKind;
 use crate::catalog::Catalog;
@@ -50,6 +51,8 @@ pub struct App {
     /// The bearer token the dead-letter routes require, when `admin.token_file` is set.
     pub admin_token: Option<String>,
     pub max_broker_outage: Duration,
+    /// The ingest rate per tenant, when `ingest.max_events_per_second_per_tenant` sets one.
+    pub tenant_rates: Option<tenant_rate::TenantRates>,
 }
 
 /// The gate in front of the store's appends (ingest and replay). Closing it waits for the

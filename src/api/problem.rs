@@ -15,8 +15,21 @@ pub struct Problem {
     pub detail: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
+    /// For a per-tenant limit: the tenant and the limit (`tenant` and `limit` members).
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub held: Option<Box<TenantHeld>>,
+    /// Seconds, for the `Retry-After` header.
     #[serde(skip)]
-    pub retry_after: Option<u64>,
+    pub retry_after: Option<u32>,
+}
+
+/// The tenant a per-tenant limit held back, and the limit.
+#[derive(Debug, Clone, Serialize)]
+pub struct TenantHeld {
+    /// Empty for the shared account of the tenants beyond `store.max_tracked_tenants`.
+    pub tenant: String,
+    /// The limit that was reached, with its setting.
+    pub limit: String,
 }
 
 impl Problem {
@@ -27,6 +40,7 @@ impl Problem {
             status: status.as_u16(),
             detail: detail.into(),
             field: None,
+            held: None,
             retry_after: None,
         }
     }
@@ -36,8 +50,24 @@ impl Problem {
         self
     }
 
+    /// `429` for a tenant held to `limit` (with its setting) while other tenants go on.
+    pub fn tenant_limited(
+        slug: &str,
+        title: &str,
+        tenant: &str,
+        limit: String,
+        detail: impl Into<String>,
+    ) -> Problem {
+        let mut problem = Problem::new(StatusCode::TOO_MANY_REQUESTS, slug, title, detail);
+        problem.held = Some(Box::new(TenantHeld {
+            tenant: tenant.to_string(),
+            limit,
+        }));
+        problem
+    }
+
     pub fn retry_after(mut self, seconds: u64) -> Problem {
-        self.retry_after = Some(seconds.max(1));
+        self.retry_after = Some(seconds.clamp(1, u64::from(u32::MAX)) as u32);
         self
     }
 
@@ -85,6 +115,20 @@ impl From<crate::store::StoreError> for Problem {
                 return Problem::not_found(format!("no dead letter with seq {seq}"))
             }
             StoreError::BacklogFull { .. } => ("backlog-full", "Backlog full"),
+            StoreError::TenantBacklogFull {
+                ref tenant,
+                limit,
+                unit,
+                ..
+            } => {
+                return Problem::tenant_limited(
+                    "tenant-backlog-full",
+                    "Tenant's backlog share full",
+                    tenant,
+                    format!("{limit} {unit} (store.max_backlog_{unit}_per_tenant)"),
+                    e.to_string(),
+                )
+            }
             StoreError::DiskFull { .. } => ("disk-full", "Data volume nearly full"),
             StoreError::DiskLimit { .. } => ("disk-limit", "Store disk limit reached"),
             StoreError::Unavailable(_) | StoreError::Locked(_) => {

@@ -145,6 +145,11 @@ pub struct IngestConfig {
     pub key_order: Vec<KeySource>,
     /// Event types added to the built-in catalogue.
     pub extra_types: Vec<EventType>,
+    /// Events per second one tenant may append, or "unlimited" (the default). A tenant over
+    /// it gets 429 with `Retry-After`; other tenants are not affected. At most
+    /// `store.max_tracked_tenants` tenants are rate limited one by one; the others share one
+    /// limit.
+    pub max_events_per_second_per_tenant: Limit,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -173,6 +178,10 @@ pub struct RelayConfig {
     pub summary_source: String,
     /// CloudEvents Kafka binding mode.
     pub mode: KafkaMode,
+    /// While several tenants hold more backlog than one batch takes, give each a fair share of
+    /// every batch (the quiet ones all they hold) instead of strict append order; each
+    /// tenant's own order is kept either way. `false`: append order.
+    pub fair_drain: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -420,6 +429,7 @@ impl Default for IngestConfig {
             allow_unknown_types: false,
             key_order: DEFAULT_KEY_ORDER.to_vec(),
             extra_types: Vec::new(),
+            max_events_per_second_per_tenant: Limit::Unlimited,
         }
     }
 }
@@ -438,6 +448,7 @@ impl Default for RelayConfig {
             publish_summaries: true,
             summary_source: "edge-outbox".into(),
             mode: KafkaMode::Binary,
+            fair_drain: true,
         }
     }
 }
@@ -505,6 +516,21 @@ impl Config {
                 "store.segment_bytes",
                 "must be at least 1 MiB (1048576), or every commit starts a new file",
             ));
+        }
+        for (name, share) in [
+            (
+                "store.max_backlog_events_per_tenant",
+                self.store.max_backlog_events_per_tenant,
+            ),
+            (
+                "store.max_backlog_bytes_per_tenant",
+                self.store.max_backlog_bytes_per_tenant,
+            ),
+        ] {
+            share.check().map_err(|reason| bad(name, reason))?;
+        }
+        if self.store.max_tracked_tenants == 0 {
+            return Err(bad("store.max_tracked_tenants", "must be at least 1"));
         }
         if self.store.checkpoint_every.is_zero() {
             return Err(bad("store.checkpoint_every", "must be longer than zero"));

@@ -45,6 +45,21 @@ struct Confirmation {
 /// librdkafka there (from the one decode the read does).
 type ReadTask = tokio::task::JoinHandle<Result<ReadBatch<OwnedHeaders>, StoreError>>;
 
+/// Where to read a batch: from `from`, passing over `exclude` (sorted; the batches in flight
+/// or being confirmed). Every undelivered record before `from` is in `exclude`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+struct Continuation {
+    from: u64,
+    exclude: Arc<[u64]>,
+}
+
+impl Continuation {
+    /// A read from the oldest record, with nothing in flight.
+    fn start() -> Continuation {
+        Continuation::default()
+    }
+}
+
 /// How [`Relay::run`] ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RelayExit {
@@ -72,10 +87,10 @@ pub struct Relay {
     stuck_events: u64,
     /// Topics the cluster is known to have.
     known_topics: BTreeSet<String>,
-    /// The sequence after the last batch produced, while every stored record before it is
-    /// delivered, being confirmed or in flight, and nothing is paused or held: the next batch
-    /// may then be read from there and produced at once. `None` once anything failed.
-    chain: Option<u64>,
+    /// Where the next batch may be read while the ones before it are in flight, as long as
+    /// nothing is paused or held: the next batch may then be produced at once. `None` once
+    /// anything failed.
+    chain: Option<Continuation>,
     /// The confirmation of the last batch settled, while the next ones are sent.
     pending: Option<Confirmation>,
     metrics: Arc<crate::metrics::Metrics>,
@@ -226,10 +241,11 @@ impl Relay {
         self.service.flush(Duration::from_secs(2)).await;
     }
 
-    /// Reads the next batch from `from` on a blocking thread, leaving out records of paused
-    /// topics and newer records of held (topic, key) pairs. Until the broker has taken a
-    /// batch, batches are probes: a sixteenth of the configured size.
-    fn read_from(&self, from: u64) -> ReadTask {
+    /// Reads the next batch from `at` on a blocking thread, leaving out records of paused
+    /// topics and newer records of held (topic, key) pairs, and (with `relay.fair_drain`)
+    /// holding each tenant to its fair share. Until the broker has taken a batch, batches are
+    /// probes: a sixteenth of the configured size.
+    fn read_from(&self, at: Continuation) -> ReadTask {
         let filter = self.policy.read_filter();
         let store = self.store.clone();
         let (mut max_events, mut max_bytes) =
@@ -238,12 +254,19 @@ impl Relay {
             max_events = (max_events / PROBE_FRACTION).max(1);
             max_bytes = (max_bytes / PROBE_FRACTION as u64).max(1);
         }
+        let fair = self.config.fair_drain;
         tokio::task::spawn_blocking(move || {
-            store.read_batch_with(from, max_events, max_bytes, |seq, record| {
+            let prepare = |seq, record: &RecordView| {
                 let message = &record.message;
                 (!filter.skips(message.topic, message.key, seq))
                     .then(|| owned_headers(&message.headers))
-            })
+            };
+            match fair {
+                true => {
+                    store.read_fair_batch_with(at.from, max_events, max_bytes, &at.exclude, prepare)
+                }
+                false => store.read_batch_with(at.from, max_events, max_bytes, prepare),
+            }
         })
     }
 
@@ -264,22 +287,23 @@ impl Relay {
     /// more). While the broker has not taken a batch nothing is read ahead: a batch read
     /// ahead would only sit in memory.
     async fn drain(&mut self, shutdown: &mut Shutdown) -> Flow {
-        let mut read_ahead: Option<(u64, ReadTask)> = None;
+        let mut read_ahead: Option<(Continuation, ReadTask)> = None;
         let mut in_flight: Option<InFlight> = None;
         loop {
             self.policy.end_pauses(Instant::now());
-            let read = match read_ahead.take() {
-                Some((from, task)) if self.chain == Some(from) => task.await,
+            let (read_at, read) = match read_ahead.take() {
+                Some((at, task)) if self.chain.as_ref() == Some(&at) => (at, task.await),
                 _ => {
                     self.chain = None;
                     // Reading from the start must not see a batch in flight or being confirmed.
                     if self.settle_all(&mut in_flight, shutdown).await == Flow::Stop {
                         return Flow::Stop;
                     }
-                    self.read_from(0).await
+                    let at = Continuation::start();
+                    (at.clone(), self.read_from(at).await)
                 }
-            }
-            .expect("the read task does not panic");
+            };
+            let read = read.expect("the read task does not panic");
             let batch = match read {
                 Ok(batch) => batch,
                 Err(e) => {
@@ -347,15 +371,45 @@ impl Relay {
             self.metrics
                 .limiter_wait_seconds
                 .inc_by(waited.as_secs_f64());
-            self.chain = unbroken.then_some(last + 1);
-            if self.chain.is_some() {
-                read_ahead = Some((last + 1, self.read_from(last + 1)));
+            self.chain = unbroken.then(|| {
+                self.continuation(read_at, batch.deferred, last, &produced, in_flight.as_ref())
+            });
+            if let Some(at) = &self.chain {
+                read_ahead = Some((at.clone(), self.read_from(at.clone())));
             }
             if let Some(batch) = in_flight.replace(produced) {
                 if self.complete(batch, &mut in_flight, shutdown).await == Flow::Stop {
                     return Flow::Stop;
                 }
             }
+        }
+    }
+
+    /// Where the batch after `produced` (read at `read_at`, its last record `last`) is read
+    /// while it and the one `before` it are in flight: after it, or (when fair shares left
+    /// records for later) where it was read, passing over both batches in flight.
+    fn continuation(
+        &self,
+        read_at: Continuation,
+        deferred: u64,
+        last: u64,
+        produced: &InFlight,
+        before: Option<&InFlight>,
+    ) -> Continuation {
+        if !self.config.fair_drain {
+            return Continuation {
+                from: last + 1,
+                exclude: Arc::from([]),
+            };
+        }
+        let mut exclude: Vec<u64> = (before.into_iter())
+            .chain([produced])
+            .flat_map(|batch| batch.records.iter().map(|r| r.seq))
+            .collect();
+        exclude.sort_unstable();
+        Continuation {
+            from: if deferred > 0 { read_at.from } else { last + 1 },
+            exclude: exclude.into(),
         }
     }
 

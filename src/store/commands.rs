@@ -21,6 +21,8 @@ pub(super) type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 pub(super) struct Prepared {
     pub print: Fingerprint,
     pub appended_ms: u64,
+    /// The tenant key (the message key), for the backlog per tenant.
+    pub tenant: String,
     pub encoded: Vec<u8>,
 }
 
@@ -29,6 +31,7 @@ impl Prepared {
         Prepared {
             print: fingerprint(&record.event_source, &record.event_id),
             appended_ms: record.appended_ms,
+            tenant: record.message.key.clone(),
             encoded: record::encode(record),
         }
     }

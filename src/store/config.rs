@@ -19,6 +19,17 @@ pub struct StoreConfig {
     pub max_backlog_events: u64,
     /// Appends beyond this many undelivered bytes are refused (503).
     pub max_backlog_bytes: u64,
+    /// A tenant's appends beyond this many of its own undelivered events are refused (429),
+    /// while other tenants keep appending: a number of events, or a fraction of
+    /// `max_backlog_events` written as a decimal (`0.1`). `0` (the default): no per-tenant
+    /// limit.
+    pub max_backlog_events_per_tenant: TenantShare,
+    /// The same in bytes: a number of bytes, or a fraction of `max_backlog_bytes`.
+    pub max_backlog_bytes_per_tenant: TenantShare,
+    /// At most this many tenants holding backlog are counted one by one (about 100 bytes of
+    /// memory each); beyond them, the others share one account, limited and drained as one
+    /// tenant. Each undelivered event also costs 4 bytes for its account.
+    pub max_tracked_tenants: usize,
     /// How long a `source` + `id` pair is remembered for idempotent appends.
     #[serde(with = "humantime_serde")]
     pub dedup_window: Duration,
@@ -62,6 +73,9 @@ impl StoreConfig {
             cache_bytes: 4 * 1024 * 1024,
             max_backlog_events: 1_000_000,
             max_backlog_bytes: 2 * 1024 * 1024 * 1024,
+            max_backlog_events_per_tenant: TenantShare::Amount(0),
+            max_backlog_bytes_per_tenant: TenantShare::Amount(0),
+            max_tracked_tenants: 10_000,
             dedup_window: Duration::from_secs(24 * 3600),
             dedup_max_entries: 1_000_000,
             min_free_bytes: 64 * 1024 * 1024,
@@ -71,6 +85,37 @@ impl StoreConfig {
             checkpoint_every: Duration::from_millis(200),
             #[cfg(test)]
             rotation_observer: None,
+        }
+    }
+}
+
+/// A tenant's share of a backlog limit: an amount, or a fraction of the store's limit.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum TenantShare {
+    /// Events or bytes; `0` is no limit.
+    Amount(u64),
+    /// A fraction of the store's limit, above 0 and at most 1.
+    Fraction(f64),
+}
+
+impl TenantShare {
+    /// The limit this share gives of the store's `limit`; `None` when there is none.
+    pub fn of(self, limit: u64) -> Option<u64> {
+        match self {
+            TenantShare::Amount(0) => None,
+            TenantShare::Amount(amount) => Some(amount),
+            TenantShare::Fraction(fraction) => Some(((limit as f64) * fraction).max(1.0) as u64),
+        }
+    }
+
+    /// Why the share cannot be used, if it cannot.
+    pub fn check(self) -> Result<(), String> {
+        match self {
+            TenantShare::Fraction(f) if !(f > 0.0 && f <= 1.0) => Err(format!(
+                "{f} is not a fraction above 0 and at most 1 (write a whole number for an amount)"
+            )),
+            _ => Ok(()),
         }
     }
 }

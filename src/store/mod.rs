@@ -38,11 +38,12 @@ pub mod record;
 mod recovery;
 pub mod segment;
 mod shared;
+pub mod tenants;
 mod writes;
 
 pub use crate::message::{Message, MessageView};
 pub use commands::Appended;
-pub use config::{RotationStep, StoreConfig};
+pub use config::{RotationStep, StoreConfig, TenantShare};
 pub use error::StoreError;
 pub use read::{ReadBatch, StoredRecord};
 pub use record::{DeadLetter, Record, RecordError, RecordView};
@@ -186,7 +187,71 @@ impl Store {
         max_bytes: u64,
         prepare: impl FnMut(u64, &RecordView) -> Option<T>,
     ) -> Result<ReadBatch<T>, StoreError> {
-        read::read_batch_with(&self.shared.index, from, max_events, max_bytes, prepare)
+        let scope = read::Scope::default();
+        read::read_batch_with(
+            &self.shared.index,
+            from,
+            max_events,
+            max_bytes,
+            scope,
+            prepare,
+        )
+    }
+
+    /// [`Store::read_batch_with`] for a fair drain: while several tenants hold more backlog
+    /// than the batch takes, each gets its fair share of it ([`tenants::FairShare`]) first,
+    /// taken in its own order; room the shares leave (they count records in flight too) is
+    /// then filled in append order, each tenant going on where its share ended. `deferred`
+    /// counts what the shares left out. Records in `exclude` (sorted: those in flight) are
+    /// passed over uncounted. The records of a batch are in sequence order per tenant, not
+    /// overall.
+    pub fn read_fair_batch_with<T>(
+        &self,
+        from: u64,
+        max_events: usize,
+        max_bytes: u64,
+        exclude: &[u64],
+        mut prepare: impl FnMut(u64, &RecordView) -> Option<T>,
+    ) -> Result<ReadBatch<T>, StoreError> {
+        let index = &self.shared.index;
+        let share = (self.shared.tenants.lock().expect("tenants lock"))
+            .fair_shares(max_events as u64, max_bytes);
+        let scope = read::Scope { share, exclude };
+        let mut batch =
+            read::read_batch_with(index, from, max_events, max_bytes, scope, &mut prepare)?;
+        let room = (
+            max_events.saturating_sub(batch.records.len()),
+            max_bytes.saturating_sub(batch.bytes),
+        );
+        if batch.deferred == 0 || room.0 == 0 || room.1 == 0 {
+            return Ok(batch);
+        }
+        // The shares' pass read the whole backlog: this one sees only records it saw (their
+        // corruption and skips are counted already).
+        let mut taken: Vec<u64> = (batch.records.iter().map(|r| r.seq))
+            .chain(exclude.iter().copied())
+            .collect();
+        taken.sort_unstable();
+        let scope = read::Scope {
+            share: None,
+            exclude: &taken,
+        };
+        let more = read::read_batch_with(index, from, room.0, room.1, scope, prepare)?;
+        batch.bytes += more.bytes;
+        batch.records.extend(more.records);
+        batch.prepared.extend(more.prepared);
+        Ok(batch)
+    }
+
+    /// The `n` tenants holding the most undelivered events, largest first (an empty tenant
+    /// stands for the tenants beyond `store.max_tracked_tenants`).
+    pub fn largest_tenants(&self, n: usize) -> Vec<tenants::TenantBacklog> {
+        (self.shared.tenants.lock().expect("tenants lock")).largest(n)
+    }
+
+    /// How many tenants hold undelivered events (the untracked ones counting as one).
+    pub fn tenants_with_backlog(&self) -> usize {
+        (self.shared.tenants.lock().expect("tenants lock")).tenants()
     }
 
     fn active(&self) -> Arc<Generation> {

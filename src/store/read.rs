@@ -1,11 +1,14 @@
 //! The relay's read path: undelivered records in sequence order, read straight from the
-//! segment files that the in-memory index names, checked and decoded in place.
+//! segment files that the in-memory index names, checked and decoded in place; in a fair read,
+//! each tenant held to its share of the batch (chunks holding only tenants that have had
+//! their share are passed over unread).
 
 use super::error::unavailable;
 use super::error::StoreError;
 use super::record::{self, RecordError, RecordView};
 use super::segment;
 use super::shared::{ChunkEntry, Index};
+use super::tenants::{FairShare, Taken, OTHERS};
 use std::sync::RwLock;
 
 /// A batch read for the relay.
@@ -20,6 +23,8 @@ pub struct ReadBatch<T = ()> {
     pub bytes: u64,
     /// Records `skip` left out (paused topics, held tenants).
     pub skipped: u64,
+    /// Records a fair read left for a later batch: their tenant had its share of this one.
+    pub deferred: u64,
 }
 
 impl<T> Default for ReadBatch<T> {
@@ -30,6 +35,7 @@ impl<T> Default for ReadBatch<T> {
             corrupt: Vec::new(),
             bytes: 0,
             skipped: 0,
+            deferred: 0,
         }
     }
 }
@@ -93,17 +99,30 @@ impl StoredRecord {
     }
 }
 
+/// What a read leaves out besides what `prepare` refuses.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Scope<'a> {
+    /// Each tenant's share of the batch (a fair read), if any.
+    pub share: Option<FairShare>,
+    /// Sequence numbers to pass over uncounted (sorted): records already in flight.
+    pub exclude: &'a [u64],
+}
+
 /// Reads undelivered records in sequence order from `from`, up to the limits (at least one
-/// record when any is there). `prepare` sees each record while it is decoded and returns what
-/// the reader keeps of it (`None` leaves it out), so that the reader decodes nothing twice.
+/// record when any is there), within `scope`. `prepare` sees each record while it is decoded
+/// and returns what the reader keeps of it (`None` leaves it out), so that the reader decodes
+/// nothing twice.
 pub(super) fn read_batch_with<T>(
     index: &RwLock<Index>,
     from: u64,
     max_events: usize,
     max_bytes: u64,
+    scope: Scope,
     mut prepare: impl FnMut(u64, &RecordView) -> Option<T>,
 ) -> Result<ReadBatch<T>, StoreError> {
     let mut batch = ReadBatch::default();
+    let mut taken = Taken::default();
+    let excluded = |seq: u64| scope.exclude.binary_search(&seq).is_ok();
     let mut position = from;
     loop {
         let Some((first, entry)) = chunk_from(index, position) else {
@@ -115,10 +134,24 @@ pub(super) fn read_batch_with<T>(
         let undelivered = (0..entry.meta.lengths.len())
             .filter(|i| !entry.meta.is_delivered(*i))
             .map(|i| (i, first + i as u64))
-            .filter(|(_, seq)| *seq >= start);
+            .filter(|(_, seq)| *seq >= start && !excluded(*seq));
         // Delivered since the index was read.
         if !is_indexed(index, first) {
             continue;
+        }
+        if undelivered.clone().next().is_none() {
+            continue;
+        }
+        let account = |i: usize| entry.accounts.get(i).copied().unwrap_or(OTHERS);
+        if let Some(share) = &scope.share {
+            // Nothing here for a tenant still under its share: pass the chunk over unread.
+            let mut wanted = undelivered.clone().filter(|(i, _)| {
+                taken.admits(share, account(*i), u64::from(entry.meta.lengths[*i]))
+            });
+            if wanted.next().is_none() {
+                batch.deferred += undelivered.count() as u64;
+                continue;
+            }
         }
         let frames = match entry.generation.segments.read(&entry.location) {
             // Shared by the chunk's records without a copy.
@@ -143,18 +176,25 @@ pub(super) fn read_batch_with<T>(
                     continue;
                 }
             };
+            let size = raw.len() as u64;
+            if let Some(share) = &scope.share {
+                if !taken.admits(share, account(i), size) {
+                    batch.deferred += 1;
+                    continue;
+                }
+            }
             match record::decode_in_place::<RecordView>(raw) {
                 Ok(view) => {
                     let Some(prepared) = prepare(seq, &view) else {
                         batch.skipped += 1;
                         continue;
                     };
-                    let size = raw.len() as u64;
                     if !batch.records.is_empty()
                         && (batch.records.len() >= max_events || batch.bytes + size > max_bytes)
                     {
                         return Ok(batch);
                     }
+                    taken.take(account(i), size);
                     batch.bytes += size;
                     batch
                         .records

@@ -17,6 +17,7 @@ use super::live::{name_chunk, Live};
 use super::record::{self, Record, RecordError};
 use super::segment::{self, Location, ScannedGroup};
 use super::shared::{ChunkEntry, Index, Stats};
+use super::tenants::{self, Ledger};
 use super::writes::Writes;
 use crate::clock::now_ms;
 use std::collections::BTreeMap;
@@ -35,10 +36,13 @@ pub(super) struct Recovered {
     pub index: Index,
     pub dedup: DedupIndex,
     pub stats: Stats,
+    /// The backlog per tenant, counted from the undelivered records.
+    pub tenants: Ledger,
 }
 
 /// Opens (or creates) the store in `config.dir`: its generations, the index of undelivered
-/// chunks (sled's, plus what the log holds beyond it), the de-duplication index and counters.
+/// chunks (sled's, plus what the log holds beyond it), the de-duplication index, counters and
+/// the backlog per tenant.
 pub(super) fn open(config: &StoreConfig) -> Result<Recovered, StoreError> {
     let root = &config.dir;
     std::fs::create_dir_all(root).map_err(|e| unavailable("create data dir", e))?;
@@ -105,12 +109,14 @@ pub(super) fn open(config: &StoreConfig) -> Result<Recovered, StoreError> {
         }
     }
     let stats = counters(&active.generation, &index)?;
+    let tenants = tenants::count_backlog(&mut index, config.max_tracked_tenants);
     Ok(Recovered {
         active,
         draining,
         index,
         dedup,
         stats,
+        tenants,
     })
 }
 
@@ -239,6 +245,7 @@ fn repaired(generation: &Arc<Generation>, named: NamedChunk) -> (u64, ChunkEntry
         generation: generation.clone(),
         meta,
         location,
+        accounts: Arc::from([]),
     };
     (first, entry)
 }
@@ -333,6 +340,7 @@ fn restore_log(
                     generation: active.generation.clone(),
                     meta,
                     location: cut.location,
+                    accounts: Arc::from([]),
                 },
             );
         }

@@ -1,9 +1,11 @@
 //! What the committer publishes after each commit and every reader reads: the counters, the
-//! index of undelivered chunks and the generations, and whether the store is still writable.
+//! index of undelivered chunks and the generations, the backlog per tenant, and whether the
+//! store is still writable.
 
 use super::chunk::ChunkMeta;
 use super::generation::{self, Generation};
 use super::segment::Location;
+use super::tenants::{Account, Ledger};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -29,6 +31,8 @@ pub(crate) struct ChunkEntry {
     pub generation: Arc<Generation>,
     pub meta: ChunkMeta,
     pub location: Location,
+    /// The tenant account of each record ([`super::tenants`]).
+    pub accounts: Arc<[Account]>,
 }
 
 /// Where every undelivered chunk is; written by the committer after each commit.
@@ -66,6 +70,8 @@ const DISK_USAGE_EVERY: Duration = Duration::from_millis(200);
 pub(crate) struct Shared {
     pub stats: Mutex<Stats>,
     pub index: RwLock<Index>,
+    /// The backlog per tenant; changed by the committer as it plans each group.
+    pub tenants: Mutex<Ledger>,
     /// Signalled after each commit that appended events.
     pub appended: Notify,
     /// Set when a write or sync failed: from then on the store refuses writes.
@@ -80,10 +86,11 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    pub fn new(stats: Stats, index: Index) -> Shared {
+    pub fn new(stats: Stats, index: Index, tenants: Ledger) -> Shared {
         Shared {
             stats: Mutex::new(stats),
             index: RwLock::new(index),
+            tenants: Mutex::new(tenants),
             appended: Notify::new(),
             broken: AtomicBool::new(false),
             unsynced: AtomicBool::new(false),

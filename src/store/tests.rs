@@ -720,3 +720,178 @@ pub(crate) fn flip_record_bytes(dir: &std::path::Path, seq: u64) {
     drop(inspector);
     files::flip_bytes(&at.file, at.offset + u64::from(at.len) / 2);
 }
+
+mod tenants {
+    use super::*;
+    use crate::store::TenantShare;
+
+    fn tenant_of(store: &Store, tenant: &str) -> (u64, u64) {
+        let largest = store.largest_tenants(usize::MAX);
+        largest
+            .iter()
+            .find(|t| t.tenant == tenant)
+            .map_or((0, 0), |t| (t.events, t.bytes))
+    }
+
+    #[tokio::test]
+    async fn a_tenant_over_its_share_is_refused_while_others_append() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = StoreConfig::new(dir.path());
+        config.max_backlog_events = 10;
+        config.max_backlog_events_per_tenant = TenantShare::Fraction(0.3);
+        let store = Store::open(config).unwrap();
+        let noisy: Vec<Record> = (0..3)
+            .map(|i| record("s", &format!("n{i}"), "noisy"))
+            .collect();
+        store.append(noisy).await.unwrap();
+        let before = store.stats();
+        let err = store
+            .append(vec![record("s", "q1", "quiet"), record("s", "n3", "noisy")])
+            .await
+            .unwrap_err();
+        let StoreError::TenantBacklogFull {
+            tenant,
+            events,
+            limit,
+            unit,
+            ..
+        } = &err
+        else {
+            panic!("not a tenant refusal: {err:?}");
+        };
+        assert_eq!(
+            (tenant.as_str(), *events, *limit, *unit),
+            ("noisy", 3, 3, "events")
+        );
+        assert!(err
+            .to_string()
+            .contains("store.max_backlog_events_per_tenant"));
+        assert_eq!(store.stats(), before, "the whole request is refused");
+        assert_eq!(tenant_of(&store, "quiet"), (0, 0));
+        // The others go on up to the global limit; a duplicate of the noisy one is answered.
+        store
+            .append(vec![record("s", "q1", "quiet")])
+            .await
+            .unwrap();
+        assert!(
+            store
+                .append(vec![record("s", "n0", "noisy")])
+                .await
+                .unwrap()[0]
+                .duplicate
+        );
+        // Delivering the noisy tenant's events makes room for it again.
+        store.confirm(vec![1]).await.unwrap();
+        assert_eq!(tenant_of(&store, "noisy").0, 2);
+        store
+            .append(vec![record("s", "n3", "noisy")])
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_backlog_per_tenant_is_counted_again_on_open_and_through_dead_letters() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let mut events = Vec::new();
+        for i in 0..5 {
+            events.push(record("s", &format!("a{i}"), "a"));
+        }
+        events.push(record("s", "b0", "b"));
+        store.append(events).await.unwrap();
+        let a = tenant_of(&store, "a");
+        assert_eq!(a.0, 5);
+        store.confirm(vec![1]).await.unwrap();
+        store.park(2, "test".into()).await.unwrap();
+        assert_eq!(tenant_of(&store, "a").0, 3);
+        store.close().await;
+        drop(store);
+
+        let store = open(dir.path());
+        assert_eq!(tenant_of(&store, "a"), (3, a.1 / 5 * 3));
+        assert_eq!(tenant_of(&store, "b").0, 1);
+        assert_eq!(store.tenants_with_backlog(), 2);
+        let replayed = store.replay(2).await.unwrap();
+        assert_eq!(tenant_of(&store, "a").0, 4);
+        store.confirm(vec![3, 4, 5, 6, replayed]).await.unwrap();
+        assert_eq!(store.tenants_with_backlog(), 0);
+        assert!(store.largest_tenants(10).is_empty());
+    }
+
+    #[tokio::test]
+    async fn tenants_beyond_the_tracked_ones_share_one_account() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = StoreConfig::new(dir.path());
+        config.max_tracked_tenants = 2;
+        config.max_backlog_events_per_tenant = TenantShare::Amount(2);
+        let store = Store::open(config).unwrap();
+        for (id, tenant) in [("1", "a"), ("2", "b"), ("3", "c"), ("4", "d")] {
+            store.append(vec![record("s", id, tenant)]).await.unwrap();
+        }
+        let largest = store.largest_tenants(10);
+        assert_eq!(largest[0].tenant, "", "c and d share the untracked account");
+        assert_eq!(largest[0].events, 2);
+        let err = store.append(vec![record("s", "5", "e")]).await.unwrap_err();
+        assert!(
+            matches!(&err, StoreError::TenantBacklogFull { tenant, .. } if tenant.is_empty()),
+            "{err:?}"
+        );
+        store.append(vec![record("s", "6", "a")]).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_fair_read_gives_every_tenant_room_and_keeps_each_tenants_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let noisy: Vec<Record> = (0..500)
+            .map(|i| record("s", &format!("noisy-{i}"), "noisy"))
+            .collect();
+        store.append(noisy).await.unwrap();
+        for t in 0..10 {
+            let quiet: Vec<Record> = (0..10)
+                .map(|i| record("s", &format!("q{t}-{i}"), &format!("quiet-{t}")))
+                .collect();
+            store.append(quiet).await.unwrap();
+        }
+        let keys = |batch: &ReadBatch| -> Vec<(String, u64)> {
+            (batch.records.iter())
+                .map(|r| (r.key().to_string(), r.seq))
+                .collect()
+        };
+        let strict = store.read_batch(0, 200, u64::MAX, |_, _| false).unwrap();
+        assert!(keys(&strict).iter().all(|(k, _)| k == "noisy"));
+
+        let fair = store
+            .read_fair_batch_with(0, 200, u64::MAX, &[], |_, _| Some(()))
+            .unwrap();
+        let got = keys(&fair);
+        assert_eq!(got.len(), 200);
+        let noisy: Vec<u64> = (got.iter())
+            .filter(|(k, _)| k == "noisy")
+            .map(|(_, s)| *s)
+            .collect();
+        assert_eq!(noisy, (1..=100).collect::<Vec<u64>>(), "a prefix, in order");
+        for t in 0..10 {
+            let quiet = got.iter().filter(|(k, _)| *k == format!("quiet-{t}"));
+            assert_eq!(quiet.count(), 10, "quiet-{t} gets all it holds");
+        }
+        assert_eq!(fair.deferred, 400);
+
+        // The next batch, read while this one is in flight, goes on with each tenant's next.
+        let in_flight: Vec<u64> = got.iter().map(|(_, s)| *s).collect();
+        let mut exclude = in_flight.clone();
+        exclude.sort_unstable();
+        let next = store
+            .read_fair_batch_with(0, 200, u64::MAX, &exclude, |_, _| Some(()))
+            .unwrap();
+        let seqs: Vec<u64> = next.records.iter().map(|r| r.seq).collect();
+        assert_eq!(seqs, (101..=300).collect::<Vec<u64>>());
+        // Byte shares too: a batch of 20 records' bytes leaves room for the quiet tenants.
+        let size = strict.records[0].raw().len() as u64;
+        let by_bytes = store
+            .read_fair_batch_with(0, 10_000, 110 * size, &[], |_, _| Some(()))
+            .unwrap();
+        let quiet = (by_bytes.records.iter()).filter(|r| r.key() != "noisy");
+        assert_eq!(quiet.count(), 100);
+    }
+}

@@ -54,7 +54,11 @@ pub(super) struct Committer {
 impl Committer {
     /// The committer of a store opened as `recovered`, with the state it shares with readers.
     pub(super) fn new(config: StoreConfig, recovered: Recovered) -> (Committer, Arc<Shared>) {
-        let shared = Arc::new(Shared::new(recovered.stats, recovered.index));
+        let shared = Arc::new(Shared::new(
+            recovered.stats,
+            recovered.index,
+            recovered.tenants,
+        ));
         let committer = Committer {
             config,
             active: recovered.active,
@@ -308,13 +312,14 @@ impl Committer {
                     index.chunks.insert(first, entry);
                 }
             }
-            for (first, meta, location) in group.written {
+            for (first, meta, location, accounts) in group.written {
                 index.chunks.insert(
                     first,
                     ChunkEntry {
                         generation: self.active.generation.clone(),
                         meta,
                         location,
+                        accounts,
                     },
                 );
             }

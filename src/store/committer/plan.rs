@@ -16,8 +16,10 @@ use crate::store::live::name_chunk;
 use crate::store::record::{self, DeadLetter, Record};
 use crate::store::segment::{self, Location};
 use crate::store::shared::{ChunkEntry, Stats};
+use crate::store::tenants::Account;
 use crate::store::writes::Writes;
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 
 /// What one commit group changes, built before anything is written.
 #[derive(Default)]
@@ -31,6 +33,8 @@ pub(super) struct Group {
     /// Encoded records appended in this group; the first has sequence number `pending_first`.
     pub pending: Vec<Vec<u8>>,
     pub pending_first: u64,
+    /// The tenant account of each pending record.
+    pub pending_accounts: Vec<Account>,
     /// The frames of the new records, to be appended to the active segment file.
     pub frames: Vec<u8>,
     /// De-duplication entries of this group, in order (persisted as they are) and by
@@ -45,8 +49,8 @@ pub(super) struct Group {
     /// Dead letters replayed or purged: applied after the main tree's writes (a replayed
     /// record is stored before its letter goes).
     pub dead_removes: Writes,
-    /// Chunks written in this group (new or the extended tail).
-    pub written: Vec<(u64, ChunkMeta, Location)>,
+    /// Chunks written in this group, with their records' tenant accounts.
+    pub written: Vec<(u64, ChunkMeta, Location, Arc<[Account]>)>,
     pub bytes_in_group: u64,
     /// Free space on the volume and the store's disk use, read once per group.
     pub free_bytes: Option<u64>,
@@ -119,6 +123,7 @@ impl Committer {
         let new_events = fresh.len() as u64;
         if new_events > 0 {
             self.check_room(group, new_bytes)?;
+            self.check_tenant_shares(&fresh)?;
         }
         if new_events > 0
             && (group.stats.backlog_events + new_events > self.config.max_backlog_events
@@ -129,9 +134,19 @@ impl Committer {
                 bytes: group.stats.backlog_bytes,
             });
         }
-        for (i, event) in fresh {
+        let accounts: Vec<Account> = {
+            let mut tenants = self.shared.tenants.lock().expect("tenants lock");
+            (fresh.iter())
+                .map(|(_, e)| {
+                    let account = tenants.account(&e.tenant);
+                    tenants.add(account, e.encoded.len() as u64);
+                    account
+                })
+                .collect()
+        };
+        for ((i, event), account) in fresh.into_iter().zip(accounts) {
             let print = event.print;
-            let seq = self.push_record(group, event.encoded);
+            let seq = self.push_record(group, event.encoded, account);
             let dedup = &mut group.new_dedup;
             dedup.appended_ms = match dedup.entries.is_empty() {
                 true => event.appended_ms,
@@ -147,6 +162,48 @@ impl Committer {
             outcomes[i].seq = outcomes[first].seq;
         }
         Ok(outcomes)
+    }
+
+    /// Refuses an append that would take one of its tenants beyond its share of the backlog
+    /// (`store.max_backlog_*_per_tenant`), naming the first such tenant.
+    fn check_tenant_shares(&self, fresh: &[(usize, Prepared)]) -> Result<(), StoreError> {
+        let max_events =
+            (self.config.max_backlog_events_per_tenant).of(self.config.max_backlog_events);
+        let max_bytes =
+            (self.config.max_backlog_bytes_per_tenant).of(self.config.max_backlog_bytes);
+        if max_events.is_none() && max_bytes.is_none() {
+            return Ok(());
+        }
+        let mut wanted: Vec<(&str, u64, u64)> = Vec::new();
+        for (_, event) in fresh {
+            let size = event.encoded.len() as u64;
+            match wanted.iter_mut().find(|(t, _, _)| *t == event.tenant) {
+                Some((_, events, bytes)) => {
+                    *events += 1;
+                    *bytes += size;
+                }
+                None => wanted.push((&event.tenant, 1, size)),
+            }
+        }
+        let tenants = self.shared.tenants.lock().expect("tenants lock");
+        for (tenant, events, bytes) in wanted {
+            let (held_events, held_bytes) = tenants.held_by(tenant);
+            let over =
+                |held: u64, new: u64, limit: Option<u64>| limit.filter(|limit| held + new > *limit);
+            let refused = over(held_events, events, max_events)
+                .map(|limit| (limit, "events"))
+                .or_else(|| over(held_bytes, bytes, max_bytes).map(|limit| (limit, "bytes")));
+            if let Some((limit, unit)) = refused {
+                return Err(StoreError::TenantBacklogFull {
+                    tenant: tenants.account_name_for(tenant).to_string(),
+                    events: held_events,
+                    bytes: held_bytes,
+                    limit,
+                    unit,
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Refuses an append that would take the volume below its reserve or the store beyond its
@@ -182,13 +239,15 @@ impl Committer {
         Ok(())
     }
 
-    /// Gives an encoded record the next sequence number and queues it for this group's chunks.
-    fn push_record(&self, group: &mut Group, encoded: Vec<u8>) -> u64 {
+    /// Gives an encoded record the next sequence number and queues it for this group's chunks
+    /// (the caller has counted it in its tenant's `account`).
+    fn push_record(&self, group: &mut Group, encoded: Vec<u8>, account: Account) -> u64 {
         let seq = group.stats.next_seq;
         group.stats.next_seq += 1;
         group.stats.backlog_events += 1;
         group.stats.backlog_bytes += encoded.len() as u64;
         group.pending.push(encoded);
+        group.pending_accounts.push(account);
         seq
     }
 
@@ -212,7 +271,11 @@ impl Committer {
     fn take_record(&self, group: &mut Group, seq: u64) -> Option<u64> {
         let first = self.chunk_of(group, seq)?;
         let entry = group.touched.get_mut(&first).expect("just touched");
-        let len = entry.meta.mark_delivered((seq - first) as usize)?;
+        let index = (seq - first) as usize;
+        let len = entry.meta.mark_delivered(index)?;
+        if let Some(&account) = entry.accounts.get(index) {
+            (self.shared.tenants.lock().expect("tenants lock")).take(account, len);
+        }
         group.stats.backlog_events -= 1;
         group.stats.backlog_bytes = group.stats.backlog_bytes.saturating_sub(len);
         Some(len)
@@ -295,13 +358,19 @@ impl Committer {
     pub(super) fn replay(&self, group: &mut Group, seq: u64) -> Result<u64, StoreError> {
         // Check before taking, so that a refused replay changes nothing.
         let dead = self.dead_letter(group, seq)?;
-        record::decode::<Record>(&dead.raw).map_err(|e| {
+        let record = record::decode::<Record>(&dead.raw).map_err(|e| {
             StoreError::Unavailable(format!(
                 "dead letter {seq} holds a corrupt record ({e}); it can only be purged"
             ))
         })?;
         self.remove_dead(group, seq);
-        Ok(self.push_record(group, dead.raw))
+        let account = {
+            let mut tenants = self.shared.tenants.lock().expect("tenants lock");
+            let account = tenants.account(&record.message.key);
+            tenants.add(account, dead.raw.len() as u64);
+            account
+        };
+        Ok(self.push_record(group, dead.raw, account))
     }
 
     pub(super) fn purge(&self, group: &mut Group, seq: u64) -> Result<(), StoreError> {
@@ -335,6 +404,7 @@ impl Committer {
         let now = now_ms();
         let (segment, end) = self.active.log_position();
         let records = std::mem::take(&mut group.pending);
+        let accounts = std::mem::take(&mut group.pending_accounts);
         let lengths: Vec<u32> = records.iter().map(|r| r.len() as u32).collect();
         segment::begin_group(&mut group.frames);
         for record in &records {
@@ -343,8 +413,10 @@ impl Committer {
         segment::seal_group(&mut group.frames, group.pending_first, lengths.len() as u32);
         let frames_at = end + segment::GROUP_HEADER;
         for cut in chunk::cut(group.pending_first, &lengths, segment, frames_at) {
+            let from = (cut.first_seq - group.pending_first) as usize;
+            let of_chunk = Arc::from(&accounts[from..from + cut.lengths.len()]);
             let meta = ChunkMeta::new(now, cut.lengths);
-            put_chunk(group, cut.first_seq, meta, cut.location);
+            put_chunk(group, cut.first_seq, meta, cut.location, of_chunk);
         }
         let log_end = (segment, end + group.frames.len() as u64);
         group
@@ -354,7 +426,13 @@ impl Committer {
 }
 
 /// Names a new chunk of the active generation: where its frames are, and its metadata.
-fn put_chunk(group: &mut Group, first: u64, meta: ChunkMeta, location: Location) {
+fn put_chunk(
+    group: &mut Group,
+    first: u64,
+    meta: ChunkMeta,
+    location: Location,
+    accounts: Arc<[Account]>,
+) {
     group.bytes_written += name_chunk(&mut group.active, first, &meta, &location);
-    group.written.push((first, meta, location));
+    group.written.push((first, meta, location, accounts));
 }
