@@ -16,7 +16,8 @@
 //! | what a commit group changes, and what is refused | `store/committer/plan.rs` |
 //! | opening a store and restoring it after a crash (also for `inspect`) | `store/recovery.rs` |
 //! | one process per store (the owner lock) | `store/lock.rs` |
-//! | where a batch is cut (sequence order, size, probes, paused and held records) and when it is sent | `relay/mod.rs` (`run`, `drain`, `read_from`) |
+//! | tenant isolation: the backlog per tenant and its shares, fair reads, ingest rates per tenant | `store/tenants.rs`, `store/read.rs`, `api/tenant_rate.rs` |
+//! | where a batch is cut (sequence order or fair shares, size, probes, paused and held records) and when it is sent | `relay/mod.rs` (`run`, `drain`, `read_from`) |
 //! | how a produce error is classified (retriable, permanent, configuration, fatal) | `relay/service.rs` (`classify`, `Outcome::failed`) |
 //! | what the relay does about each outcome (confirm, park, pause, hold, back off) | `relay/policy.rs` |
 //! | the producer built from the configuration (TLS, SASL, MSK IAM), topics, the dev broker | [`kafka_client`], [`msk_iam`] |

@@ -50,6 +50,28 @@ fn age(ms: Option<u64>) -> String {
     }
 }
 
+/// How many tenants hold backlog, and the largest three.
+fn tenants_line(tenants: &serde_json::Value) -> String {
+    let largest: Vec<String> = (tenants["largest"].as_array().into_iter().flatten())
+        .take(3)
+        .map(|t| {
+            let name = match t["tenant"].as_str() {
+                Some("") | None => crate::metrics::UNTRACKED_TENANTS,
+                Some(name) => name,
+            };
+            format!("{name} {}", t["events"])
+        })
+        .collect();
+    match largest.is_empty() {
+        true => format!("{} with backlog", tenants["with_backlog"]),
+        false => format!(
+            "{} with backlog; largest: {}",
+            tenants["with_backlog"],
+            largest.join(", ")
+        ),
+    }
+}
+
 /// `edge-outbox status`.
 pub async fn status(url: &str, json: bool) -> anyhow::Result<()> {
     let s = call(client()?.get(format!("{url}/v1/status")), "status").await?;
@@ -83,6 +105,7 @@ pub async fn status(url: &str, json: bool) -> anyhow::Result<()> {
             "cursor / next seq",
             format!("{} / {}", store["cursor"], store["next_seq"]),
         ),
+        ("tenants", tenants_line(&s["tenants"])),
         ("dead letters", store["dead_letters"].to_string()),
         ("disk use", format!("{} bytes", s["disk_bytes"])),
         ("last delivery", last_delivery),

@@ -233,6 +233,10 @@ async fn status(State(app): State<Arc<App>>) -> Response {
         "oldest_age_ms": oldest_age_ms(&app.store),
         "disk_bytes": app.store.recent_disk_bytes(),
         "writable": app.store.broken().is_none(),
+        "tenants": {
+            "with_backlog": app.store.tenants_with_backlog(),
+            "largest": app.store.largest_tenants(crate::metrics::LARGEST_TENANTS),
+        },
         "relay": relay,
         "broker": {
             "reachable": broker_failure.is_none(),
