@@ -1,13 +1,16 @@
 //! `check-config --connect`: tries the configured cluster one step at a time (name resolution,
-//! TCP, AWS credentials for MSK IAM, then TLS and authentication through a metadata request, and
-//! finally the catalogue's topics) and reports exactly which step failed and why, so that a
-//! deployment problem is found before the first event waits for it.
+//! TCP, AWS credentials for MSK IAM, then TLS and authentication through a metadata request, the
+//! catalogue's topics, and in exactly-once mode the checkpoint topic and the right to use
+//! transactions) and reports exactly which step failed and why, so that a deployment problem is
+//! found before the first event waits for it.
 
 use crate::catalog::Catalog;
-use crate::config::Config;
-use crate::kafka_client::{create_producer_with, token_source, KafkaContext};
+use crate::config::{Config, Delivery};
+use crate::kafka_client::{client_config, create_producer_with, token_source, KafkaContext};
 use crate::msk_iam::AuthStatus;
-use rdkafka::producer::Producer as _;
+use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
+use rdkafka::producer::{FutureRecord, Producer as _};
+use rdkafka::types::RDKafkaErrorCode;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -213,6 +216,120 @@ pub async fn run(config: &Config, timeout: Duration) -> Report {
         "topics",
         format!("all {} catalogue topics exist", catalog.topics().len()),
     );
+    if config.relay.delivery == Delivery::ExactlyOnce {
+        return check_exactly_once(report, config, &metadata, context, timeout).await;
+    }
+    report
+}
+
+/// Exactly-once's two needs: the checkpoint topic (present, readable, compacted) and the
+/// right to use transactions, proved by a transaction of a probe transactional id of our
+/// prefix that writes to the checkpoint topic and is aborted (invisible to `read_committed`
+/// readers, and keyed apart from every store's checkpoints).
+async fn check_exactly_once(
+    mut report: Report,
+    config: &Config,
+    metadata: &rdkafka::metadata::Metadata,
+    context: KafkaContext,
+    timeout: Duration,
+) -> Report {
+    let topic = config.relay.checkpoint_topic.clone();
+    let found = metadata.topics().iter().find(|t| t.name() == topic);
+    match found.map(|t| (t.error(), t.partitions().len())) {
+        Some((None, partitions)) if partitions > 0 => {}
+        Some((Some(e), _))
+            if RDKafkaErrorCode::from(e) == RDKafkaErrorCode::TopicAuthorizationFailed =>
+        {
+            return report.fail(
+                "checkpoints",
+                format!("not allowed to use the checkpoint topic {topic}"),
+            )
+        }
+        _ => {
+            return report.fail(
+                "checkpoints",
+                format!(
+                    "the checkpoint topic {topic} is missing (create it with \
+                     `edge-outbox topics create` in exactly-once mode)"
+                ),
+            )
+        }
+    }
+    let admin: AdminClient<KafkaContext> =
+        match client_config(&config.kafka).create_with_context(context.clone()) {
+            Ok(admin) => admin,
+            Err(e) => return report.fail("checkpoints", e.to_string()),
+        };
+    let options = AdminOptions::new().request_timeout(Some(timeout));
+    let described = admin
+        .describe_configs(&[ResourceSpecifier::Topic(&topic)], &options)
+        .await;
+    let policy = match described.as_deref() {
+        Ok([Ok(resource)]) => resource
+            .get("cleanup.policy")
+            .and_then(|entry| entry.value.clone()),
+        Ok(_) => None,
+        Err(e) => {
+            return report.fail(
+                "checkpoints",
+                format!("cannot read the configuration of {topic}: {e}"),
+            )
+        }
+    };
+    if !policy.as_deref().is_some_and(|p| p.contains("compact")) {
+        return report.fail(
+            "checkpoints",
+            format!(
+                "{topic} has cleanup.policy={}: it must be compacted, or retention can delete \
+                 the checkpoint of a store that was down longer than it (its events would then \
+                 be sent twice)",
+                policy.unwrap_or_else(|| "?".into())
+            ),
+        );
+    }
+    report.pass("checkpoints", format!("{topic} exists and is compacted"));
+    let transactional_id = format!("{}-check-config", config.relay.transactional_id_prefix);
+    let kafka = crate::kafka_client::transactional(config.kafka.clone(), &transactional_id);
+    let producer = match create_producer_with(&kafka, context) {
+        Ok(producer) => producer,
+        Err(e) => return report.fail("transactions", e.to_string()),
+    };
+    let probe = topic.clone();
+    let tried = tokio::task::spawn_blocking(move || -> Result<(), String> {
+        let step = |what: &str, e: rdkafka::error::KafkaError| format!("{what}: {e}");
+        (producer.init_transactions(timeout)).map_err(|e| step("init_transactions", e))?;
+        (producer.begin_transaction()).map_err(|e| step("begin_transaction", e))?;
+        let record = FutureRecord::to(&probe)
+            .key("edge-outbox check-config")
+            .payload("");
+        let delivery = producer
+            .send_result(record)
+            .map_err(|(e, _)| step("producing to the checkpoint topic", e))?;
+        match futures::executor::block_on(delivery) {
+            Ok(Ok(_)) => {}
+            Ok(Err((e, _))) => return Err(step("producing to the checkpoint topic", e)),
+            Err(_) => return Err("producing to the checkpoint topic: cancelled".into()),
+        }
+        (producer.abort_transaction(timeout)).map_err(|e| step("abort_transaction", e))
+    })
+    .await;
+    match tried {
+        Ok(Ok(())) => report.pass(
+            "transactions",
+            format!("ran and aborted a transaction as {transactional_id}, writing to {topic}"),
+        ),
+        Ok(Err(e)) => {
+            return report.fail(
+                "transactions",
+                format!(
+                    "{e} (the principal needs Write and Describe on transactional ids \
+                     {}-*, and Write on {topic})",
+                    config.relay.transactional_id_prefix
+                ),
+            )
+        }
+        Err(e) => return report.fail("transactions", e.to_string()),
+    }
     report
 }
 

@@ -16,6 +16,7 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{DefaultProducerContext, FutureProducer};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 /// The producer type of the sidecar.
 pub type Producer = FutureProducer<KafkaContext>;
@@ -90,6 +91,10 @@ impl ClientContext for KafkaContext {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::PartitionEOF) {
+            // A consumer with enable.partition.eof (the checkpoints' reader) at the end.
+            return;
+        }
         self.health.error(&error, reason);
         self.remember(format!("{error}: {reason}"));
     }
@@ -156,6 +161,24 @@ pub fn create_producer(
     tokens: Option<Arc<TokenSource>>,
 ) -> Result<Producer, KafkaError> {
     create_producer_with(config, KafkaContext::new(tokens))
+}
+
+/// librdkafka's default `transaction.timeout.ms`.
+const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// `config` for a transactional producer with `transactional_id`. A transaction the
+/// coordinator times out (`transaction.timeout.ms`, librdkafka's default 60 s unless set in
+/// `kafka.properties`) ends with the producer fenced: `kafka.delivery_timeout` is cut to half of
+/// it, so that a message the cluster does not take aborts its transaction well before that.
+pub fn transactional(mut config: KafkaConfig, transactional_id: &str) -> KafkaConfig {
+    let transaction_timeout = (config.properties.get("transaction.timeout.ms"))
+        .and_then(|ms| ms.parse().ok())
+        .map_or(TRANSACTION_TIMEOUT, Duration::from_millis);
+    config.delivery_timeout = config.delivery_timeout.min(transaction_timeout / 2);
+    config
+        .properties
+        .insert("transactional.id".into(), transactional_id.into());
+    config
 }
 
 /// Creates the producer with a given context (whose error list the caller keeps).
@@ -295,6 +318,38 @@ pub async fn create_topics(
     partitions: i32,
     replication: i32,
 ) -> Result<Vec<(String, TopicOutcome)>, KafkaError> {
+    create_topics_with(config, tokens, topics, partitions, replication, &[]).await
+}
+
+/// The exactly-once relay's checkpoint topic, created if missing: compacted (the last
+/// checkpoint of each store is what counts), one partition.
+pub async fn create_checkpoint_topic(
+    config: &KafkaConfig,
+    tokens: Option<Arc<TokenSource>>,
+    topic: &str,
+    replication: i32,
+) -> Result<Vec<(String, TopicOutcome)>, KafkaError> {
+    let compacted = [("cleanup.policy", "compact")];
+    create_topics_with(
+        config,
+        tokens,
+        &[topic.to_string()],
+        1,
+        replication,
+        &compacted,
+    )
+    .await
+}
+
+/// [`create_topics`], with the topic `configs` set on the topics it creates.
+pub async fn create_topics_with(
+    config: &KafkaConfig,
+    tokens: Option<Arc<TokenSource>>,
+    topics: &[String],
+    partitions: i32,
+    replication: i32,
+    configs: &[(&str, &str)],
+) -> Result<Vec<(String, TopicOutcome)>, KafkaError> {
     let admin: Arc<AdminClient<KafkaContext>> =
         Arc::new(client_config(config).create_with_context(KafkaContext::new(tokens))?);
     // Topics the cluster has are not asked for again: a cluster that cannot create topics
@@ -302,9 +357,7 @@ pub async fn create_topics(
     let existing: std::collections::BTreeSet<String> = {
         let admin = admin.clone();
         tokio::task::spawn_blocking(move || {
-            admin
-                .inner()
-                .fetch_metadata(None, std::time::Duration::from_secs(15))
+            admin.inner().fetch_metadata(None, Duration::from_secs(15))
         })
         .await
         .expect("the metadata task does not panic")?
@@ -322,7 +375,12 @@ pub async fn create_topics(
     let new_topics: Vec<NewTopic> = topics
         .iter()
         .filter(|t| !existing.contains(*t))
-        .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(replication)))
+        .map(|t| {
+            let topic = NewTopic::new(t, partitions, TopicReplication::Fixed(replication));
+            configs
+                .iter()
+                .fold(topic, |topic, (key, value)| topic.set(key, value))
+        })
         .collect();
     if new_topics.is_empty() {
         return Ok(outcomes);

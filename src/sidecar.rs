@@ -25,18 +25,33 @@ async fn provision_topics(
     kafka: crate::config::KafkaConfig,
     tokens: Option<Arc<crate::msk_iam::TokenSource>>,
     topics: Vec<String>,
+    checkpoint_topic: Option<String>,
     mut shutdown: Shutdown,
 ) {
     loop {
-        match crate::kafka_client::create_topics(
+        let mut created = crate::kafka_client::create_topics(
             &kafka,
             tokens.clone(),
             &topics,
             kafka.topic_partitions,
             kafka.topic_replication,
         )
-        .await
-        {
+        .await;
+        if let (Ok(outcomes), Some(topic)) = (&mut created, &checkpoint_topic) {
+            let replication = kafka.topic_replication;
+            match crate::kafka_client::create_checkpoint_topic(
+                &kafka,
+                tokens.clone(),
+                topic,
+                replication,
+            )
+            .await
+            {
+                Ok(more) => outcomes.extend(more),
+                Err(e) => created = Err(e),
+            }
+        }
+        match created {
             Ok(outcomes) => {
                 for (topic, outcome) in outcomes {
                     match outcome {
@@ -233,6 +248,8 @@ impl Sidecar {
                 config.kafka.clone(),
                 tokens.clone(),
                 Catalog::with_extra(&config.ingest.extra_types).topics(),
+                (config.relay.delivery == crate::config::Delivery::ExactlyOnce)
+                    .then(|| config.relay.checkpoint_topic.clone()),
                 watcher.clone(),
             ));
         }
@@ -269,6 +286,18 @@ impl Sidecar {
 
     pub fn relay_status(&self) -> StatusHandle {
         self.relay_status.clone()
+    }
+
+    /// Resolves if the relay ends on its own, which only a fence does (exactly-once: another
+    /// sidecar took over this store's transactional id), with the reason.
+    pub async fn relay_ended(&mut self) -> String {
+        let exit = (&mut self.relay).await;
+        self.relay = tokio::spawn(async { RelayExit::Stopped });
+        match exit {
+            Ok(RelayExit::Fenced(reason)) => reason,
+            Ok(other) => format!("the relay ended: {other:?}"),
+            Err(e) => format!("the relay failed: {e}"),
+        }
     }
 
     /// Stops at once: requests in progress are answered, in-flight produce is abandoned (its

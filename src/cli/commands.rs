@@ -113,22 +113,36 @@ pub(super) fn inspect(
     Ok(())
 }
 
+/// Creates `topics` (and, `with_checkpoints`, the exactly-once checkpoint topic).
 pub(super) async fn create_topics(
     config: &Config,
     topics: &[String],
+    with_checkpoints: bool,
     json: bool,
 ) -> anyhow::Result<()> {
     let auth = std::sync::Arc::new(crate::msk_iam::AuthStatus::default());
     let tokens = crate::kafka_client::token_source(&config.kafka.security, auth).await;
-    let outcomes = crate::kafka_client::create_topics(
+    let mut outcomes = crate::kafka_client::create_topics(
         &config.kafka,
-        tokens,
+        tokens.clone(),
         topics,
         config.kafka.topic_partitions,
         config.kafka.topic_replication,
     )
     .await
     .context("creating topics")?;
+    if with_checkpoints {
+        outcomes.extend(
+            crate::kafka_client::create_checkpoint_topic(
+                &config.kafka,
+                tokens,
+                &config.relay.checkpoint_topic,
+                config.kafka.topic_replication,
+            )
+            .await
+            .context("creating the checkpoint topic")?,
+        );
+    }
     let failed = outcomes
         .iter()
         .filter(|(_, o)| matches!(o, crate::kafka_client::TopicOutcome::Failed(_)))
@@ -176,6 +190,9 @@ pub(super) async fn bench(args: BenchArgs) -> anyhow::Result<()> {
 
 /// Exit code of `serve` and `dev` when the shutdown left undelivered events in the store.
 pub const EXIT_BACKLOG_LEFT: u8 = 3;
+/// `serve`'s exit code when exactly-once delivery was fenced by another sidecar using the
+/// same store's transactional id.
+pub const EXIT_FENCED: u8 = 4;
 
 /// A command's wish for a particular exit code, its reason already logged.
 #[derive(Debug, thiserror::Error)]
@@ -191,7 +208,18 @@ pub(super) async fn serve(config: Config, banner: Option<String>) -> anyhow::Res
         // A convenience: a closed stdout must not stop the sidecar.
         let _ = writeln!(std::io::stdout().lock(), "{banner}");
     }
-    signals.next().await;
+    let mut sidecar = sidecar;
+    tokio::select! {
+        _ = signals.next() => {}
+        reason = sidecar.relay_ended() => {
+            tracing::error!(
+                %reason,
+                "the relay stopped: this sidecar no longer delivers; stopping (the store is kept)"
+            );
+            sidecar.shutdown().await?;
+            return Err(Exit(EXIT_FENCED).into());
+        }
+    }
     let report = sidecar
         .drain(async {
             let signal = signals.next().await;

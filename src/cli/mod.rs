@@ -3,7 +3,7 @@
 //! Where the configuration's layers come from is [`crate::config`]'s `layers.rs`.
 
 use crate::catalog::Catalog;
-use crate::config::{parse_duration, Config, ConfigSource, Override};
+use crate::config::{parse_duration, Config, ConfigSource, Delivery, Override};
 use crate::kafka_client::DevBroker;
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
@@ -405,12 +405,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     config.kafka.topic_replication =
                         replication.unwrap_or(config.kafka.topic_replication);
                     config.validate(true)?;
-                    let topics = if topics.is_empty() {
-                        catalog.topics()
-                    } else {
-                        topics
-                    };
-                    create_topics(&config, &topics, json).await
+                    // The catalogue, and in exactly-once mode the checkpoint topic.
+                    let everything = topics.is_empty();
+                    let topics = if everything { catalog.topics() } else { topics };
+                    let with_checkpoints =
+                        everything && config.relay.delivery == Delivery::ExactlyOnce;
+                    create_topics(&config, &topics, with_checkpoints, json).await
                 }
             }
         }

@@ -178,6 +178,17 @@ pub struct RelayConfig {
     pub summary_source: String,
     /// CloudEvents Kafka binding mode.
     pub mode: KafkaMode,
+    /// `at-least-once` (the default: a crash can send up to two batches again, consumers
+    /// de-duplicate on `source` + `id`) or `exactly-once`: each batch is one Kafka transaction
+    /// that also writes a checkpoint to `checkpoint_topic`; consumers reading with
+    /// `isolation.level=read_committed` see every event once, across crashes.
+    pub delivery: Delivery,
+    /// Exactly-once: the producer's `transactional.id` is this, `-`, and the store's instance
+    /// id (stable across restarts, unique per store).
+    pub transactional_id_prefix: String,
+    /// Exactly-once: the compacted topic (one partition is enough) of the checkpoints, keyed
+    /// by the store's instance id; `edge-outbox topics create` provisions it.
+    pub checkpoint_topic: String,
     /// While several tenants hold more backlog than one batch takes, give each a fair share of
     /// every batch (the quiet ones all they hold) instead of strict append order; each
     /// tenant's own order is kept either way. `false`: append order.
@@ -354,6 +365,16 @@ pub struct LogConfig {
     pub level: String,
 }
 
+/// How often each event reaches Kafka.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Delivery {
+    /// At least once: after a crash, up to two batches may be sent again.
+    AtLeastOnce,
+    /// Exactly once for `read_committed` consumers: one transaction per batch.
+    ExactlyOnce,
+}
+
 /// A rate: a positive number per second, or unlimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Limit {
@@ -449,6 +470,9 @@ impl Default for RelayConfig {
             summary_source: "edge-outbox".into(),
             mode: KafkaMode::Binary,
             fair_drain: true,
+            delivery: Delivery::AtLeastOnce,
+            transactional_id_prefix: "edge-outbox".into(),
+            checkpoint_topic: "edge-outbox.checkpoints".into(),
         }
     }
 }
@@ -546,6 +570,9 @@ impl Config {
                 "relay.batch_max_bytes",
                 "must be at least ingest.max_event_bytes, or the largest event never fits a batch",
             ));
+        }
+        if self.relay.delivery == Delivery::ExactlyOnce {
+            self.check_exactly_once()?;
         }
         if self.ingest.max_event_bytes == 0 || self.ingest.max_request_bytes == 0 {
             return Err(bad("ingest", "size limits must be positive"));
@@ -695,6 +722,54 @@ pub fn is_secret_key(key: &str) -> bool {
 /// Parses durations like `10s`, `250ms`, `1m`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text).map_err(|e| format!("{text:?} is not a duration ({e})"))
+}
+
+impl Config {
+    /// The settings of `relay.delivery = "exactly-once"`: names Kafka accepts, and no
+    /// `kafka.properties` that would undo the transactional producer.
+    fn check_exactly_once(&self) -> Result<(), ConfigError> {
+        let legal = |name: &str| {
+            !name.is_empty()
+                && name.len() <= 200
+                && (name.chars()).all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+        };
+        if !legal(&self.relay.transactional_id_prefix) {
+            return Err(bad(
+                "relay.transactional_id_prefix",
+                "must be 1 to 200 characters of letters, digits, '.', '_' and '-'",
+            ));
+        }
+        if !legal(&self.relay.checkpoint_topic) || self.relay.checkpoint_topic.len() > 249 {
+            return Err(bad(
+                "relay.checkpoint_topic",
+                "must be a Kafka topic name: letters, digits, '.', '_' and '-'",
+            ));
+        }
+        for (key, refused) in [
+            ("transactional.id", None),
+            ("enable.idempotence", Some("true")),
+        ] {
+            match (self.kafka.properties.get(key), refused) {
+                (Some(_), None) => {
+                    return Err(bad(
+                        "kafka.properties",
+                        format!(
+                            "{key} is set from relay.transactional_id_prefix and the store's \
+                             instance id in exactly-once mode; remove it"
+                        ),
+                    ))
+                }
+                (Some(value), Some(required)) if value != required => {
+                    return Err(bad(
+                        "kafka.properties",
+                        format!("{key} = {value:?}: exactly-once needs the idempotent producer"),
+                    ))
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

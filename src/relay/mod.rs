@@ -7,6 +7,8 @@
 //! confirmed them (one durable step). At most two batches are ever delivered and unconfirmed,
 //! so a kill re-sends no more than that.
 
+pub mod checkpoint;
+mod exactly_once;
 mod limiter;
 pub mod policy;
 pub mod service;
@@ -18,7 +20,7 @@ pub use status::{LastError, RelayStatus, StatusHandle};
 
 use crate::broker_health::BrokerHealth;
 use crate::catalog::OUTBOX_PUBLISHED_TYPE;
-use crate::config::{KafkaConfig, RelayConfig};
+use crate::config::{Delivery, KafkaConfig, RelayConfig};
 use crate::kafka_client::owned_headers;
 use crate::msk_iam::TokenSource;
 use crate::shutdown::{Phase, Shutdown};
@@ -61,12 +63,16 @@ impl Continuation {
 }
 
 /// How [`Relay::run`] ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RelayExit {
     /// Draining with intake closed, the store became empty.
     Drained,
     /// Told to stop; what was not delivered stays stored.
     Stopped,
+    /// Exactly-once: another producer with this store's transactional id took over (a copy
+    /// of the store started elsewhere), or the checkpoints name records this store does not
+    /// hold. What was not delivered stays stored.
+    Fenced(String),
 }
 
 /// Whether the relay should go on.
@@ -96,6 +102,8 @@ pub struct Relay {
     metrics: Arc<crate::metrics::Metrics>,
     /// Skip the rate limiter while draining (`shutdown.drain_unlimited`).
     unlimited_drain: bool,
+    /// `relay.delivery = "exactly-once"`: the transactions' state.
+    exactly_once: Option<exactly_once::ExactlyOnce>,
 }
 
 /// While the broker has not taken a batch, batches are this fraction of the configured size.
@@ -114,7 +122,19 @@ impl Relay {
         largest_message: u64,
         metrics: Arc<crate::metrics::Metrics>,
     ) -> Result<Relay, KafkaError> {
-        let service = KafkaService::new(kafka, tokens)?;
+        let exactly_once = (config.delivery == Delivery::ExactlyOnce).then(|| {
+            exactly_once::ExactlyOnce::new(
+                &config,
+                &kafka,
+                tokens.clone(),
+                store.instance_id(),
+                store.dir(),
+            )
+        });
+        let service = match &exactly_once {
+            Some(eo) => KafkaService::transactional(kafka, tokens, &eo.transactional_id)?,
+            None => KafkaService::new(kafka, tokens)?,
+        };
         let limiter = Limiter::new(
             config.max_events_per_second,
             config.max_bytes_per_second,
@@ -133,6 +153,7 @@ impl Relay {
             pending: None,
             metrics,
             unlimited_drain: false,
+            exactly_once,
         })
     }
 
@@ -226,9 +247,14 @@ impl Relay {
                 }
             }
             next_flush = Instant::now() + self.config.flush_interval;
-            if self.drain(&mut shutdown).await == Flow::Stop {
+            let flow = match self.exactly_once.is_some() {
+                true => self.drain_exactly_once(&mut shutdown).await,
+                false => self.drain(&mut shutdown).await,
+            };
+            if flow == Flow::Stop {
+                let fenced = self.exactly_once.as_ref().and_then(|eo| eo.fenced.clone());
                 self.finish().await;
-                return RelayExit::Stopped;
+                return fenced.map_or(RelayExit::Stopped, RelayExit::Fenced);
             }
         }
     }
@@ -316,16 +342,7 @@ impl Relay {
                         .await;
                 }
             };
-            for (seq, error) in batch.corrupt {
-                tracing::error!(seq, %error, "quarantining a corrupt record to the dead-letter table");
-                if let Err(e) = self
-                    .store
-                    .park(seq, format!("corrupt record: {error}"))
-                    .await
-                {
-                    self.note_error("store", e.to_string());
-                }
-            }
+            self.quarantine(batch.corrupt).await;
             if batch.records.is_empty() {
                 if in_flight.is_some() {
                     // Settled by the next turn, which reads from the start again.
@@ -344,12 +361,7 @@ impl Relay {
                 _ = self.check_topics(&batch.records) => {}
                 _ = shutdown.stopping() => return Flow::Stop,
             }
-            let (records, headers): (Vec<StoredRecord>, Vec<OwnedHeaders>) = batch
-                .records
-                .into_iter()
-                .zip(batch.prepared)
-                .filter(|(r, _)| !self.policy.is_paused(r.topic()))
-                .unzip();
+            let (records, headers) = self.sendable(batch.records, batch.prepared);
             let Some(last) = records.last().map(|r| r.seq) else {
                 self.chain = None;
                 continue;
@@ -383,6 +395,31 @@ impl Relay {
                 }
             }
         }
+    }
+
+    /// Moves the corrupt records a read found to the dead-letter table.
+    async fn quarantine(&self, corrupt: Vec<(u64, crate::store::RecordError)>) {
+        for (seq, error) in corrupt {
+            tracing::error!(seq, %error, "quarantining a corrupt record to the dead-letter table");
+            if let Err(e) = self
+                .store
+                .park(seq, format!("corrupt record: {error}"))
+                .await
+            {
+                self.note_error("store", e.to_string());
+            }
+        }
+    }
+
+    /// The records of a batch (with their headers) whose topics are not paused.
+    fn sendable(
+        &self,
+        records: Vec<StoredRecord>,
+        prepared: Vec<OwnedHeaders>,
+    ) -> (Vec<StoredRecord>, Vec<OwnedHeaders>) {
+        (records.into_iter().zip(prepared))
+            .filter(|(r, _)| !self.policy.is_paused(r.topic()))
+            .unzip()
     }
 
     /// Where the batch after `produced` (read at `read_at`, its last record `last`) is read
@@ -537,6 +574,10 @@ impl Relay {
             tracing::warn!("recreating the Kafka producer (fatal error, delivery timeout or repeated failures)");
             if let Err(e) = self.service.recreate() {
                 self.note_error("fatal", format!("recreating the producer: {e}"));
+            }
+            if let Some(eo) = &mut self.exactly_once {
+                // A new transactional producer fences and reads the checkpoints first.
+                eo.ready = false;
             }
         }
         if let Some(wait) = reaction.wait {

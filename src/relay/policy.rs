@@ -208,6 +208,12 @@ impl Policy {
     }
 
     /// Lets newer messages of the pair flow again once `seq` is settled.
+    /// Lets every held pair go (exactly-once: an aborted transaction is sent again whole, in
+    /// order, so nothing needs holding).
+    pub fn release_all(&mut self) {
+        self.held.clear();
+    }
+
     fn release(&mut self, topic: &str, key: &str, seq: u64) {
         let pair = (topic.to_string(), key.to_string());
         if let Some(failed) = self.held.get_mut(&pair) {

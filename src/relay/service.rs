@@ -154,6 +154,50 @@ impl InFlight {
     }
 }
 
+/// Why a transaction step failed, and what the relay does about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TxnFailure {
+    /// Abort the transaction and send the batch again.
+    Abortable(String),
+    /// The cluster did not answer in time: try the step again after a pause.
+    Retriable(String),
+    /// The producer is unusable (`INVALID_TXN_STATE`, a transaction timed out, a fatal
+    /// idempotence error): make a new one, fence, and read the checkpoints again.
+    Fatal(String),
+    /// Another producer with our transactional id took over: this sidecar must stop.
+    Fenced(String),
+}
+
+impl TxnFailure {
+    /// Sorts a transaction error.
+    pub fn of(error: &KafkaError) -> TxnFailure {
+        let message = error.to_string();
+        let Some(rd) = (match error {
+            KafkaError::Transaction(rd) => Some(rd),
+            _ => None,
+        }) else {
+            return TxnFailure::Retriable(message);
+        };
+        use RDKafkaErrorCode::*;
+        match rd.code() {
+            ProducerFenced | Fenced | InvalidProducerEpoch => TxnFailure::Fenced(message),
+            _ if rd.is_fatal() => TxnFailure::Fatal(message),
+            _ if rd.txn_requires_abort() => TxnFailure::Abortable(message),
+            _ if rd.is_retriable() => TxnFailure::Retriable(message),
+            _ => TxnFailure::Fatal(message),
+        }
+    }
+
+    pub fn message(&self) -> &str {
+        match self {
+            TxnFailure::Abortable(m)
+            | TxnFailure::Retriable(m)
+            | TxnFailure::Fatal(m)
+            | TxnFailure::Fenced(m) => m,
+        }
+    }
+}
+
 /// The producer of the relay and what it needs to make another.
 pub struct KafkaService {
     producer: Producer,
@@ -184,6 +228,72 @@ impl KafkaService {
 
     pub fn health(&self) -> &Arc<BrokerHealth> {
         &self.health
+    }
+
+    /// A service whose producer is transactional, with `transactional_id` (exactly-once;
+    /// see [`crate::kafka_client::transactional`]).
+    pub fn transactional(
+        kafka: KafkaConfig,
+        tokens: Option<Arc<TokenSource>>,
+        transactional_id: &str,
+    ) -> Result<KafkaService, KafkaError> {
+        KafkaService::new(
+            crate::kafka_client::transactional(kafka, transactional_id),
+            tokens,
+        )
+    }
+
+    /// Fences every earlier producer with our transactional id and ends its open transaction
+    /// (aborted, or finished if it was being committed).
+    pub async fn init_transactions(&self, timeout: Duration) -> Result<(), TxnFailure> {
+        self.transaction_step(move |p| p.init_transactions(timeout))
+            .await
+    }
+
+    pub async fn begin_transaction(&self) -> Result<(), TxnFailure> {
+        self.transaction_step(|p| p.begin_transaction()).await
+    }
+
+    /// Commits the open transaction (librdkafka flushes what it holds first).
+    pub async fn commit_transaction(&self, timeout: Duration) -> Result<(), TxnFailure> {
+        self.transaction_step(move |p| p.commit_transaction(timeout))
+            .await
+    }
+
+    pub async fn abort_transaction(&self, timeout: Duration) -> Result<(), TxnFailure> {
+        self.transaction_step(move |p| p.abort_transaction(timeout))
+            .await
+    }
+
+    async fn transaction_step(
+        &self,
+        step: impl FnOnce(&Producer) -> rdkafka::error::KafkaResult<()> + Send + 'static,
+    ) -> Result<(), TxnFailure> {
+        match self.blocking(step).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(TxnFailure::of(&e)),
+            Err(e) => Err(TxnFailure::Fatal(format!(
+                "the transaction task failed: {e}"
+            ))),
+        }
+    }
+
+    /// Produces one message of our own (a checkpoint); resolves to its partition and offset.
+    pub async fn produce_one(
+        &self,
+        topic: &str,
+        key: &str,
+        payload: &[u8],
+    ) -> Result<(i32, i64), KafkaError> {
+        let record = FutureRecord::to(topic).key(key).payload(payload);
+        match self.producer.send_result(record) {
+            Ok(delivery) => match delivery.await {
+                Ok(Ok(delivered)) => Ok((delivered.partition, delivered.offset)),
+                Ok(Err((error, _))) => Err(error),
+                Err(_) => Err(KafkaError::Canceled),
+            },
+            Err((error, _)) => Err(error),
+        }
     }
 
     /// Replaces the producer with a new one (a new producer id); what the old one had in

@@ -29,6 +29,7 @@ mod error;
 mod fingerprint;
 pub mod generation;
 pub mod inspect;
+pub mod instance;
 pub mod keys;
 mod live;
 pub mod lock;
@@ -68,6 +69,7 @@ pub struct Store {
     /// Held from before sled is opened until the committer has stopped.
     lock: Arc<Mutex<Option<lock::StoreLock>>>,
     dir: PathBuf,
+    instance_id: Arc<str>,
 }
 
 /// A command queued to the committer, whose answer is still to come.
@@ -97,6 +99,8 @@ impl Store {
         let lock =
             lock::StoreLock::acquire(&config.dir).map_err(|e| StoreError::Locked(e.to_string()))?;
         let recovered = recovery::open(&config)?;
+        let instance_id = instance::read_or_create(&config.dir)
+            .map_err(|e| unavailable("read or create the instance id", e))?;
         let (committer, shared) = Committer::new(config.clone(), recovered);
         let (commands, receiver) = mpsc::channel();
         let handle = std::thread::Builder::new()
@@ -109,7 +113,13 @@ impl Store {
             committer: Arc::new(Mutex::new(Some(handle))),
             lock: Arc::new(Mutex::new(Some(lock))),
             dir: config.dir,
+            instance_id: instance_id.into(),
         })
+    }
+
+    /// The store's instance id ([`instance`]).
+    pub fn instance_id(&self) -> &str {
+        &self.instance_id
     }
 
     /// Appends records and returns once they are durable. All or nothing: a refused request
@@ -226,8 +236,6 @@ impl Store {
         if batch.deferred == 0 || room.0 == 0 || room.1 == 0 {
             return Ok(batch);
         }
-        // The shares' pass read the whole backlog: this one sees only records it saw (their
-        // corruption and skips are counted already).
         let mut taken: Vec<u64> = (batch.records.iter().map(|r| r.seq))
             .chain(exclude.iter().copied())
             .collect();
@@ -237,6 +245,14 @@ impl Store {
             exclude: &taken,
         };
         let more = read::read_batch_with(index, from, room.0, room.1, scope, prepare)?;
+        // Mostly records the shares' pass saw already: a corrupt one is reported once, and a
+        // skip counts as seen by either pass.
+        for (seq, error) in more.corrupt {
+            if !batch.corrupt.iter().any(|(s, _)| *s == seq) {
+                batch.corrupt.push((seq, error));
+            }
+        }
+        batch.skipped = batch.skipped.max(more.skipped);
         batch.bytes += more.bytes;
         batch.records.extend(more.records);
         batch.prepared.extend(more.prepared);

@@ -33,13 +33,13 @@ impl Rng {
     }
 }
 
-/// Writes the sidecar configuration the crash loops use.
-pub fn write_config(dir: &Path, batch: u64) -> std::path::PathBuf {
+/// Writes the sidecar configuration the crash loops use; `relay` adds lines to `[relay]`.
+pub fn write_config(dir: &Path, batch: u64, relay: &str) -> std::path::PathBuf {
     let path = dir.join("edge-outbox.toml");
     std::fs::write(
         &path,
         format!(
-            "[relay]\nbatch_max_events = {batch}\npublish_summaries = false\nflush_interval = \"50ms\"\nretry_backoff_min = \"50ms\"\nretry_backoff_max = \"500ms\"\n"
+            "[relay]\nbatch_max_events = {batch}\npublish_summaries = false\nflush_interval = \"50ms\"\nretry_backoff_min = \"50ms\"\nretry_backoff_max = \"500ms\"\n{relay}\n"
         ),
     )
     .unwrap();
@@ -54,9 +54,21 @@ async fn batches(process: &SidecarProcess) -> Option<u64> {
 }
 
 pub async fn run(brokers: &str, cycles: u64, clients: usize, batch: u64) -> CrashReport {
+    run_with(brokers, cycles, clients, batch, "").await
+}
+
+/// [`run`] with `relay` added to the `[relay]` section (exactly-once, say). Each tenant's
+/// events are also checked to arrive first in the order they were acknowledged.
+pub async fn run_with(
+    brokers: &str,
+    cycles: u64,
+    clients: usize,
+    batch: u64,
+    relay: &str,
+) -> CrashReport {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let config = write_config(dir.path(), batch);
+    let config = write_config(dir.path(), batch, relay);
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -181,6 +193,23 @@ pub async fn run(brokers: &str, cycles: u64, clients: usize, batch: u64) -> Cras
         assert!(attempted.contains(id), "{id} was never sent");
     }
     let duplicates: u64 = copies.values().map(|n| n - 1).sum();
+    // Each client's events (one tenant, posted one after another) arrive first in order.
+    let mut by_offset: Vec<&super::Consumed> = consumed.iter().collect();
+    by_offset.sort_by_key(|m| (m.partition, m.offset));
+    let mut seen: HashSet<&str> = HashSet::new();
+    let mut last: HashMap<&str, (u64, u64)> = HashMap::new();
+    for m in by_offset {
+        let id = m.headers["ce_id"].as_str();
+        if !seen.insert(id) {
+            continue;
+        }
+        let mut parts = id.rsplit('-');
+        let n: u64 = parts.next().unwrap().parse().unwrap();
+        let cycle: u64 = parts.next().unwrap().parse().unwrap();
+        if let Some(before) = last.insert(&m.key, (cycle, n)) {
+            assert!(before < (cycle, n), "{}: {id} after {before:?}", m.key);
+        }
+    }
     // At a kill at most two batches are unconfirmed: one being sent and the one before it,
     // delivered whole and being confirmed meanwhile.
     assert!(
