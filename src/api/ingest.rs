@@ -7,6 +7,7 @@ use super::tenant_rate::{Refusal, TenantRates};
 use super::App;
 use crate::clock::now_ms;
 use crate::event::kafka::to_message;
+use crate::event::trace::TraceContext;
 use crate::event::{http, ErrorKind, EventError};
 use crate::store::Record;
 use axum::body::Body;
@@ -75,6 +76,7 @@ async fn ingest(app: &App, headers: &HeaderMap, body: Body) -> Result<Accepted, 
         .map(|(n, v)| (n.as_str(), v.as_bytes()))
         .collect();
     let events = http::parse_request(content_type, pairs.iter().copied(), &body)?;
+    let request_trace = TraceContext::from_headers(pairs.iter().copied());
     let batch = events.len() > 1 || is_batch(content_type);
     let at = |i: usize, field: &str| {
         if batch {
@@ -107,7 +109,12 @@ async fn ingest(app: &App, headers: &HeaderMap, body: Body) -> Result<Accepted, 
                 field: at(i, &e.field),
                 ..e
             })?;
-        let message = to_message(event, &topic, &key, app.mode);
+        let mut message = to_message(event, &topic, &key, app.mode);
+        let trace = (request_trace.as_ref().cloned())
+            .or_else(|| TraceContext::from_extensions(&event.extensions));
+        if let Some(trace) = trace {
+            trace.add_to(&mut message);
+        }
         if message.size() > app.ingest.max_event_bytes {
             return Err(EventError::new(
                 ErrorKind::TooLarge,

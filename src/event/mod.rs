@@ -1,9 +1,11 @@
 //! The CloudEvents 1.0 envelope: the attributes, validation of what the spec and the sidecar
 //! require, and the tenant key that orders and partitions events. Parsing of the HTTP binding
-//! modes lives in [`http`], the Kafka binding in [`kafka`].
+//! modes lives in [`http`], the Kafka binding in [`kafka`], the W3C trace context a message
+//! carries in [`trace`].
 
 pub mod http;
 pub mod kafka;
+pub mod trace;
 
 use serde_json::Value;
 use std::collections::BTreeMap;

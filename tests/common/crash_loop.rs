@@ -54,17 +54,19 @@ async fn batches(process: &SidecarProcess) -> Option<u64> {
 }
 
 pub async fn run(brokers: &str, cycles: u64, clients: usize, batch: u64) -> CrashReport {
-    run_with(brokers, cycles, clients, batch, "").await
+    run_with(brokers, cycles, clients, batch, "", TOPIC).await
 }
 
-/// [`run`] with `relay` added to the `[relay]` section (exactly-once, say). Each tenant's
-/// events are also checked to arrive first in the order they were acknowledged.
+/// [`run`] with `relay` added to the `[relay]` section (exactly-once, say), the events posted
+/// to `topic`. Each tenant's events are also checked to arrive first in the order they were
+/// acknowledged.
 pub async fn run_with(
     brokers: &str,
     cycles: u64,
     clients: usize,
     batch: u64,
     relay: &str,
+    topic: &'static str,
 ) -> CrashReport {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
@@ -103,7 +105,7 @@ pub async fn run_with(
                 let mut n = 0u64;
                 while !stop.load(Ordering::SeqCst) {
                     let id = format!("c{c}-{cycle}-{n}");
-                    let body = event(TOPIC, &id, &format!("tenant-{c}"), n);
+                    let body = event(topic, &id, &format!("tenant-{c}"), n);
                     attempted.lock().unwrap().insert(id.clone());
                     let sent = http
                         .post(format!("{url}/v1/events"))
@@ -170,7 +172,7 @@ pub async fn run_with(
     // Everything in the topic: the backlog has drained, so the watermarks cover it all.
     let consumed = consume_async(
         brokers,
-        &[TOPIC.to_string()],
+        &[topic.to_string()],
         acked.len(),
         Duration::from_secs(60),
     )
