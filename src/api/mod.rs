@@ -1,6 +1,7 @@
 //! The HTTP API (loopback by default): event ingest, health and readiness, status, the topic
-//! catalogue and dead-letter administration. Handlers are thin: they translate between HTTP
-//! and the store, the catalogue and the relay's status.
+//! catalogue and dead-letter administration, described by the OpenAPI document
+//! `openapi.json` (served at `/v1/openapi.json`). Handlers are thin: they translate between
+//! HTTP and the store, the catalogue and the relay's status.
 
 mod ingest;
 pub use ingest::DUPLICATES_HEADER;
@@ -116,6 +117,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/status", get(status))
         .route("/metrics", get(metrics))
         .route("/v1/topics", get(topics))
+        .route("/v1/openapi.json", get(openapi))
         .merge(admin)
         // The ingest handler enforces its own limit, with a problem+json answer.
         .layer(DefaultBodyLimit::disable())
@@ -130,6 +132,24 @@ pub fn ops_router(app: Arc<App>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .with_state(app)
+}
+
+/// The OpenAPI 3.1 document of this API (`src/api/openapi.json`).
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+/// [`OPENAPI`], with the event types of this sidecar's catalogue (extra types included) as
+/// the values a CloudEvent's `type` may take, unless `ingest.allow_unknown_types` is set.
+async fn openapi(State(app): State<Arc<App>>) -> Response {
+    let mut document: serde_json::Value =
+        serde_json::from_str(OPENAPI).expect("openapi.json is JSON");
+    if app.ingest.allow_unknown_types {
+        return Json(document).into_response();
+    }
+    let types: Vec<&str> = (app.catalog.entries())
+        .map(|e| e.event_type.as_str())
+        .collect();
+    document["components"]["schemas"]["CloudEvent"]["properties"]["type"]["enum"] = json!(types);
+    Json(document).into_response()
 }
 
 /// `401` unless the request carries `Authorization: Bearer <admin token>` (when one is set).
