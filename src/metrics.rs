@@ -42,6 +42,8 @@ pub struct Metrics {
     token_refresh_failures: Counter,
     draining: Gauge,
     drain_deadline_seconds: Gauge<f64, AtomicU64>,
+    disk_limit_bytes: Gauge,
+    backlog_age_limit_seconds: Gauge<f64, AtomicU64>,
     tenants_with_backlog: Gauge,
     largest_tenants_events: Family<Labels, Gauge>,
     largest_tenants_bytes: Family<Labels, Gauge>,
@@ -75,6 +77,8 @@ impl Metrics {
             token_refresh_failures: Counter::default(),
             draining: Gauge::default(),
             drain_deadline_seconds: Gauge::default(),
+            disk_limit_bytes: Gauge::default(),
+            backlog_age_limit_seconds: Gauge::default(),
             tenants_with_backlog: Gauge::default(),
             largest_tenants_events: Family::default(),
             largest_tenants_bytes: Family::default(),
@@ -191,7 +195,24 @@ impl Metrics {
             "Seconds left until the drain's deadline (0 while not draining)",
             m.drain_deadline_seconds.clone(),
         );
+        r.register(
+            "edge_outbox_store_disk_limit_bytes",
+            "store.max_disk_bytes: appends are refused while the store's files take more (0: none)",
+            m.disk_limit_bytes.clone(),
+        );
+        r.register(
+            "edge_outbox_backlog_age_limit_seconds",
+            "readiness.max_backlog_age: /readyz fails while the oldest undelivered event is older",
+            m.backlog_age_limit_seconds.clone(),
+        );
         Arc::new(m)
+    }
+
+    /// The configured limits that alerts compare with (packaging/prometheus).
+    pub fn set_limits(&self, disk_limit_bytes: u64, backlog_age_limit: std::time::Duration) {
+        self.disk_limit_bytes.set(disk_limit_bytes as i64);
+        self.backlog_age_limit_seconds
+            .set(backlog_age_limit.as_secs_f64());
     }
 
     pub fn refused(&self, reason: &str) {

@@ -3,7 +3,7 @@
 //! sidecar does the work, so the same checks apply as for any API client.
 
 use anyhow::{bail, Context};
-use serde_json::Value;
+use serde_json::{json, Value};
 use std::time::Duration;
 
 fn client() -> anyhow::Result<reqwest::Client> {
@@ -79,6 +79,56 @@ pub async fn status(url: &str, json: bool) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&s)?);
         return Ok(());
     }
+    print!("{}", render_status(&s));
+    Ok(())
+}
+
+/// `status --watch`: the status again every `interval` until interrupted, the screen cleared
+/// first when standard output is a terminal (as `watch` and `kubectl get -w` users expect);
+/// with `json`, one JSON object per line. A sidecar that does not answer (restarting, say) is
+/// reported on its line and asked again.
+pub async fn watch_status(url: &str, json: bool, interval: Duration) -> anyhow::Result<()> {
+    use std::io::{IsTerminal, Write};
+    anyhow::ensure!(!interval.is_zero(), "--interval must be longer than zero");
+    let client = client()?;
+    let terminal = std::io::stdout().is_terminal() && !json;
+    let mut ticks = tokio::time::interval(interval);
+    loop {
+        ticks.tick().await;
+        let answer = call(client.get(format!("{url}/v1/status")), "status").await;
+        let mut out = String::new();
+        if terminal {
+            out.push_str("\x1b[2J\x1b[H");
+        }
+        match (answer, json) {
+            (Ok(s), true) => out += &format!("{}\n", serde_json::to_string(&s)?),
+            (Ok(s), false) => {
+                out += &format!("{url} every {}\n", humantime::format_duration(interval));
+                out += &render_status(&s);
+                out.push('\n');
+            }
+            (Err(e), true) => out += &format!("{}\n", json!({ "error": format!("{e:#}") })),
+            (Err(e), false) => out += &format!("{url}: {e:#}\n\n"),
+        }
+        let mut stdout = std::io::stdout().lock();
+        if stdout
+            .write_all(out.as_bytes())
+            .and_then(|()| stdout.flush())
+            .is_err()
+        {
+            // The reader went away (a closed pipe): nothing more to show.
+            return Ok(());
+        }
+    }
+}
+
+/// The status as `edge-outbox status` prints it.
+fn render_status(s: &Value) -> String {
+    let mut out = String::new();
+    let mut line = |text: String| {
+        out.push_str(&text);
+        out.push('\n');
+    };
     let store = &s["store"];
     let relay = &s["relay"];
     let now_ms = crate::clock::now_ms();
@@ -118,7 +168,7 @@ pub async fn status(url: &str, json: bool) -> anyhow::Result<()> {
         ),
     ];
     for (name, value) in rows {
-        println!("{name:<20} {value}");
+        line(format!("{name:<20} {value}"));
     }
     let failure = &s["broker"]["failure"];
     if failure.is_object() {
@@ -127,43 +177,46 @@ pub async fn status(url: &str, json: bool) -> anyhow::Result<()> {
             Some("authentication") => "refusing authentication",
             _ => "unreachable",
         };
-        println!(
+        line(format!(
             "{:<20} {what} for {} ({} errors): {}",
             "kafka",
             age(Some(since)),
             failure["count"],
             failure["message"].as_str().unwrap_or_default()
-        );
+        ));
     } else {
-        println!("{:<20} reachable", "kafka");
+        line(format!("{:<20} reachable", "kafka"));
     }
     if let Some(phase) = s["shutdown"]["phase"].as_str() {
         let shutdown = &s["shutdown"];
-        println!(
+        line(format!(
             "{:<20} {phase}: {} events left, deadline in {}",
             "shutdown",
             shutdown["events_left"],
             age(shutdown["deadline_in_ms"].as_u64())
-        );
+        ));
     }
     if let Some(paused) = relay["paused_topics"].as_object().filter(|m| !m.is_empty()) {
-        println!("paused topics:");
+        line("paused topics:".into());
         for (topic, reason) in paused {
-            println!("  {topic}: {}", reason.as_str().unwrap_or_default());
+            line(format!(
+                "  {topic}: {}",
+                reason.as_str().unwrap_or_default()
+            ));
         }
     }
     if let Some(errors) = relay["last_errors"].as_object().filter(|m| !m.is_empty()) {
-        println!("last errors:");
+        line("last errors:".into());
         for (class, e) in errors {
             let ago = now_ms.saturating_sub(e["at_ms"].as_u64().unwrap_or(now_ms));
-            println!(
+            line(format!(
                 "  {class:<14} {} ago: {}",
                 age(Some(ago)),
                 e["message"].as_str().unwrap_or_default()
-            );
+            ));
         }
     }
-    Ok(())
+    out
 }
 
 /// What to do with the dead-letter table.

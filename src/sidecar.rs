@@ -175,6 +175,10 @@ impl Sidecar {
             .with_context(|| format!("opening the store in {}", config.data_dir.display()))?;
         let catalog = Catalog::with_extra(&config.ingest.extra_types);
         let metrics = crate::metrics::Metrics::new();
+        metrics.set_limits(
+            config.store.max_disk_bytes,
+            config.readiness.max_backlog_age,
+        );
         let flush_metrics = metrics.clone();
         store.set_flush_observer(Arc::new(move |took| {
             flush_metrics

@@ -144,3 +144,76 @@ async fn inspect_counts_verifies_and_exports_a_stopped_store() {
     // The store itself still opens.
     drop(Store::open(StoreConfig::new(&data)).unwrap());
 }
+
+/// Lines of a running command's standard output, as they come.
+fn lines_of(child: &mut std::process::Child) -> std::sync::mpsc::Receiver<String> {
+    use std::io::BufRead;
+    let stdout = child.stdout.take().unwrap();
+    let (send, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            if send.send(line.unwrap()).is_err() {
+                break;
+            }
+        }
+    });
+    lines
+}
+
+/// Waits for a line that `wanted` accepts (at most 20 s).
+fn wait_line(lines: &std::sync::mpsc::Receiver<String>, wanted: impl Fn(&str) -> bool) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let line = lines.recv_timeout(left).expect("the line came in time");
+        if wanted(&line) {
+            return line;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_watch_refreshes_and_keeps_watching_a_sidecar_that_goes_away() {
+    let dir = tempfile::tempdir().unwrap();
+    // No broker answers: what is posted stays in the backlog.
+    let sidecar = start(test_config("127.0.0.1:9", dir.path())).await;
+    let url = format!("http://{}", sidecar.addr());
+    let watch = |json: bool| {
+        let mut command = cli();
+        command.args(["status", "--watch", "--interval", "100ms", "--url", &url]);
+        if json {
+            command.arg("--json");
+        }
+        command
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let mut text = watch(false);
+    let mut json = watch(true);
+    let (text_lines, json_lines) = (lines_of(&mut text), lines_of(&mut json));
+    wait_line(&text_lines, |l| {
+        l.starts_with("backlog") && l.contains(" 0 events")
+    });
+    let t = "eventzr.integration-hub.webhook.failed.v1";
+    post_ok(sidecar.addr(), &event(t, "watched-1", "tenant-w", 0)).await;
+    wait_line(&text_lines, |l| {
+        l.starts_with("backlog") && l.contains(" 1 events")
+    });
+    let line = wait_line(&json_lines, |l| l.contains("\"backlog_events\":1"));
+    let status: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(status["store"]["backlog_events"], 1);
+    // The sidecar goes away: each refresh says so, and the watch goes on.
+    sidecar.shutdown().await.unwrap();
+    wait_line(&text_lines, |l| l.contains(&url) && l.contains("status"));
+    let line = wait_line(&json_lines, |l| l.contains("\"error\""));
+    assert!(
+        serde_json::from_str::<serde_json::Value>(&line).is_ok(),
+        "{line}"
+    );
+    assert!(text.try_wait().unwrap().is_none() && json.try_wait().unwrap().is_none());
+    for mut child in [text, json] {
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+}

@@ -79,9 +79,15 @@ pub enum Command {
     Status {
         #[arg(long, env = "EDGE_OUTBOX_URL", default_value = "http://127.0.0.1:8080")]
         url: String,
-        /// Print the status JSON.
+        /// Print the status JSON (with `--watch`: one object per line).
         #[arg(long)]
         json: bool,
+        /// Show the status again every `--interval` until interrupted.
+        #[arg(long, short = 'w')]
+        watch: bool,
+        /// How often `--watch` refreshes, such as `2s` or `500ms`.
+        #[arg(long, default_value = "2s", value_parser = parse_duration, requires = "watch")]
+        interval: Duration,
     },
     /// Inspect and act on parked (dead-letter) events of a running sidecar.
     Dlq {
@@ -422,7 +428,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             quiet_broken_pipe_any(tail(&config, args).await)
         }
         Command::Bench(args) => bench(args).await,
-        Command::Status { url, json } => crate::ops::status(url.trim_end_matches('/'), json).await,
+        Command::Status {
+            url,
+            json,
+            watch,
+            interval,
+        } => match watch {
+            true => crate::ops::watch_status(url.trim_end_matches('/'), json, interval).await,
+            false => crate::ops::status(url.trim_end_matches('/'), json).await,
+        },
         Command::Dlq {
             url,
             token_file,
