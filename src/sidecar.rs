@@ -114,7 +114,7 @@ pub struct Leftover {
 
 impl Leftover {
     /// Reads the store's backlog, topic by topic, in batches.
-    fn of(store: &Store) -> Leftover {
+    pub(crate) fn of(store: &Store) -> Leftover {
         let stats = store.stats();
         let mut left = Leftover {
             events: stats.backlog_events,

@@ -6,9 +6,9 @@ use super::problem::Problem;
 use super::tenant_rate::{Refusal, TenantRates};
 use super::App;
 use crate::clock::now_ms;
-use crate::event::kafka::to_message;
 use crate::event::trace::TraceContext;
 use crate::event::{http, ErrorKind, EventError};
+use crate::records::Recorder;
 use crate::store::Record;
 use axum::body::Body;
 use axum::extract::State;
@@ -86,56 +86,15 @@ async fn ingest(app: &App, headers: &HeaderMap, body: Body) -> Result<Accepted, 
         }
     };
     let appended_ms = now_ms();
-    let mut records = Vec::with_capacity(events.len());
-    for (i, event) in events.iter().enumerate() {
-        let topic = match app.catalog.lookup(&event.event_type) {
-            Some(entry) => entry.topic.clone(),
-            None if app.ingest.allow_unknown_types => event.event_type.clone(),
-            None => {
-                return Err(EventError::new(
-                    ErrorKind::UnknownType,
-                    at(i, "type"),
-                    format!(
-                        "{:?} is not in the topic catalogue (see `edge-outbox topics`)",
-                        event.event_type
-                    ),
-                )
-                .into())
-            }
-        };
-        let key = event
-            .tenant_key(&app.ingest.key_order)
-            .map_err(|e| EventError {
-                field: at(i, &e.field),
-                ..e
-            })?;
-        let mut message = to_message(event, &topic, &key, app.mode);
-        let trace = (request_trace.as_ref().cloned())
-            .or_else(|| TraceContext::from_extensions(&event.extensions));
-        if let Some(trace) = trace {
-            trace.add_to(&mut message);
-        }
-        if message.size() > app.ingest.max_event_bytes {
-            return Err(EventError::new(
-                ErrorKind::TooLarge,
-                at(i, "data"),
-                format!(
-                    "the event takes {} bytes as a Kafka message, more than the {} allowed ({})",
-                    message.size(),
-                    app.ingest.max_event_bytes,
-                    app.event_limit_source
-                ),
-            )
-            .into());
-        }
-        records.push(Record {
-            appended_ms,
-            event_id: event.id.clone(),
-            event_source: event.source.clone(),
-            event_type: event.event_type.clone(),
-            message,
-        });
-    }
+    let recorder = Recorder {
+        catalog: &app.catalog,
+        ingest: &app.ingest,
+        event_limit_source: &app.event_limit_source,
+        mode: app.mode,
+    };
+    let records = (events.iter().enumerate())
+        .map(|(i, event)| recorder.record(event, request_trace.as_ref(), appended_ms, |f| at(i, f)))
+        .collect::<Result<Vec<Record>, EventError>>()?;
     if let Some(rates) = &app.tenant_rates {
         check_tenant_rates(rates, &records)?;
     }

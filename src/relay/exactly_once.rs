@@ -200,6 +200,7 @@ impl Relay {
                     .await);
             }
         };
+        let committing = std::time::Instant::now();
         if let Err(failure) = self.service.commit_transaction(STEP_TIMEOUT).await {
             if let TxnFailure::Abortable(message) = &failure {
                 self.note_error("retriable", format!("committing a transaction: {message}"));
@@ -211,6 +212,12 @@ impl Relay {
             return Err(failure);
         }
         crash_point("committed");
+        tracing::debug!(
+            events = records.len(),
+            produce_ms = took.as_millis() as u64,
+            commit_ms = committing.elapsed().as_millis() as u64,
+            "transaction committed"
+        );
         let delivered: Vec<&StoredRecord> = records.iter().collect();
         self.pending = Some(self.confirm(&delivered, took));
         if self.settle_pending(shutdown).await == Flow::Stop {

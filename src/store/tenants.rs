@@ -2,7 +2,7 @@
 //! tenant holds. The committer keeps it exact (appends add, confirmations and dead letters take
 //! away) so that one tenant can be held to its share of the backlog
 //! (`store.max_backlog_*_per_tenant`), and the relay reads it to drain tenants fairly
-//! ([`Ledger::fair_shares`]).
+//! (`Ledger::fair_shares`).
 //!
 //! Memory is bounded: each undelivered record costs a 4-byte account number (kept with its
 //! chunk in the index), and at most `store.max_tracked_tenants` tenants holding backlog have an
@@ -49,7 +49,7 @@ pub(crate) struct Ledger {
 }
 
 /// How much of one batch each tenant may take while several hold backlog (see
-/// [`Ledger::fair_shares`]): each account at most `events` records and `bytes` bytes (and at
+/// `Ledger::fair_shares`): each account at most `events` records and `bytes` bytes (and at
 /// least its first record).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FairShare {
