@@ -124,6 +124,7 @@ fn ingest_harness() -> &'static IngestHarness {
             admin_token: None,
             max_broker_outage: std::time::Duration::from_secs(60),
             tenant_rates: None,
+            telemetry: std::sync::Arc::default(),
         };
         IngestHarness {
             runtime: tokio::runtime::Builder::new_current_thread()

@@ -32,6 +32,7 @@
 //! | the command line and the operator commands | [`cli`], [`ops`], [`connect_check`] |
 //! | the HTTP API's OpenAPI document | `api/openapi.json` |
 //! | metrics, memory settings, the load tool, fuzz properties, the clock | [`metrics`], [`memory`], [`loadgen`], [`fuzzing`], [`clock`] |
+//! | the sidecar's own spans over OTLP (off by default) | [`telemetry`] |
 
 pub mod adopt;
 pub mod api;
@@ -56,6 +57,7 @@ pub mod relay;
 pub mod shutdown;
 pub mod sidecar;
 pub mod store;
+pub mod telemetry;
 
 pub use config::Config;
 pub use sidecar::Sidecar;

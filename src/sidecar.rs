@@ -87,6 +87,8 @@ pub struct Sidecar {
     relay: JoinHandle<RelayExit>,
     /// Hands free memory back to the system (see [`crate::memory`]).
     memory: JoinHandle<()>,
+    /// Flushed at the end.
+    telemetry: Arc<crate::telemetry::Telemetry>,
 }
 
 /// How a drain at shutdown ended.
@@ -190,8 +192,13 @@ impl Sidecar {
         let (event_limit, event_limit_source) = config.event_limit();
         let mut ingest = config.ingest.clone();
         ingest.max_event_bytes = event_limit;
+        let telemetry = Arc::new(
+            crate::telemetry::Telemetry::from_config(&config.telemetry)
+                .context("setting up the OTLP span exporter (telemetry)")?,
+        );
         let relay = Relay::for_config(store.clone(), &config, tokens.clone(), metrics.clone())
-            .context("creating the Kafka producer")?;
+            .context("creating the Kafka producer")?
+            .with_telemetry(telemetry.clone());
         let relay_status = relay.status();
         let broker = relay.broker_health();
         let listener = tokio::net::TcpListener::bind(config.listen)
@@ -221,6 +228,7 @@ impl Sidecar {
                 config.ingest.max_events_per_second_per_tenant,
                 config.store.max_tracked_tenants,
             ),
+            telemetry: telemetry.clone(),
         });
         let ops = match config.ops_listen {
             Some(ops_addr) => {
@@ -276,6 +284,7 @@ impl Sidecar {
             server,
             relay,
             memory,
+            telemetry,
         })
     }
 
@@ -380,6 +389,8 @@ impl Sidecar {
         let store = self.store.clone();
         let left = tokio::task::spawn_blocking(move || Leftover::of(&store)).await?;
         self.store.close().await;
+        let telemetry = self.telemetry.clone();
+        tokio::task::spawn_blocking(move || telemetry.shutdown()).await?;
         tracing::info!("edge-outbox stopped");
         Ok(left)
     }

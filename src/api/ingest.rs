@@ -60,6 +60,7 @@ pub async fn post_events(State(app): State<Arc<App>>, headers: HeaderMap, body: 
 }
 
 async fn ingest(app: &App, headers: &HeaderMap, body: Body) -> Result<Accepted, Problem> {
+    let started = std::time::SystemTime::now();
     let limit = app.ingest.max_request_bytes;
     let body = axum::body::to_bytes(body, limit).await.map_err(|_| {
         Problem::from(EventError::new(
@@ -101,11 +102,20 @@ async fn ingest(app: &App, headers: &HeaderMap, body: Body) -> Result<Accepted, 
     let Some(_open) = app.intake.enter().await else {
         return Err(super::shutting_down(app.retry_after_secs));
     };
-    let answers = app
-        .store
-        .append(records)
-        .await
-        .map_err(|e| Problem::from(e).retry_after(app.retry_after_secs))?;
+    let count = records.len();
+    let appended = app.store.append(records).await;
+    app.telemetry.append(
+        started,
+        request_trace.as_ref(),
+        || {
+            (events.iter())
+                .filter_map(|e| TraceContext::from_extensions(&e.extensions))
+                .collect()
+        },
+        count,
+        appended.as_ref().err().map(|e| e.to_string()).as_deref(),
+    );
+    let answers = appended.map_err(|e| Problem::from(e).retry_after(app.retry_after_secs))?;
     Ok(Accepted {
         duplicates: answers.iter().filter(|a| a.duplicate).count(),
         sequences: answers.iter().map(|a| a.seq).collect(),

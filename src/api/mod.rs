@@ -54,6 +54,8 @@ pub struct App {
     pub max_broker_outage: Duration,
     /// The ingest rate per tenant, when `ingest.max_events_per_second_per_tenant` sets one.
     pub tenant_rates: Option<tenant_rate::TenantRates>,
+    /// The `append` spans, when `telemetry.otlp_endpoint` is set.
+    pub telemetry: Arc<crate::telemetry::Telemetry>,
 }
 
 /// The gate in front of the store's appends (ingest and replay). Closing it waits for the

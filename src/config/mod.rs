@@ -44,6 +44,7 @@ pub struct Config {
     pub readiness: ReadinessConfig,
     pub shutdown: ShutdownConfig,
     pub log: LogConfig,
+    pub telemetry: TelemetryConfig,
 }
 
 /// Who may use the dead-letter administration routes (`/v1/dlq`: list, show, replay, purge).
@@ -365,6 +366,26 @@ pub struct LogConfig {
     pub level: String,
 }
 
+/// The sidecar's own spans (see [`crate::telemetry`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// The base URL of an OTLP/HTTP receiver (an OpenTelemetry Collector's `http://host:4318`);
+    /// spans go to `/v1/traces` below it, as protobuf. Unset (the default): no spans are made.
+    pub otlp_endpoint: Option<String>,
+    /// The `service.name` of the spans.
+    pub service_name: String,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        TelemetryConfig {
+            otlp_endpoint: None,
+            service_name: "edge-outbox".into(),
+        }
+    }
+}
+
 /// How often each event reaches Kafka.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -438,6 +459,7 @@ impl Default for Config {
             readiness: ReadinessConfig::default(),
             shutdown: ShutdownConfig::default(),
             log: LogConfig::default(),
+            telemetry: TelemetryConfig::default(),
         }
     }
 }
@@ -634,6 +656,16 @@ impl Config {
                 "shutdown.intake_grace",
                 "must not be longer than shutdown.drain_timeout (intake would outlive the drain)",
             ));
+        }
+        if let Some(endpoint) = &self.telemetry.otlp_endpoint {
+            if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
+                return Err(bad(
+                    "telemetry.otlp_endpoint",
+                    format!(
+                        "{endpoint:?} is not an http:// or https:// URL of an OTLP/HTTP receiver"
+                    ),
+                ));
+            }
         }
         if !["text", "json"].contains(&self.log.format.as_str()) {
             return Err(bad("log.format", "must be \"text\" or \"json\""));

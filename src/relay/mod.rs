@@ -21,6 +21,7 @@ pub use status::{LastError, RelayStatus, StatusHandle};
 use crate::broker_health::BrokerHealth;
 use crate::catalog::OUTBOX_PUBLISHED_TYPE;
 use crate::config::{Delivery, KafkaConfig, RelayConfig};
+use crate::event::trace::TraceContext;
 use crate::kafka_client::owned_headers;
 use crate::msk_iam::TokenSource;
 use crate::shutdown::{Phase, Shutdown};
@@ -104,6 +105,8 @@ pub struct Relay {
     unlimited_drain: bool,
     /// `relay.delivery = "exactly-once"`: the transactions' state.
     exactly_once: Option<exactly_once::ExactlyOnce>,
+    /// The `produce` spans, when `telemetry.otlp_endpoint` is set.
+    telemetry: Arc<crate::telemetry::Telemetry>,
 }
 
 /// While the broker has not taken a batch, batches are this fraction of the configured size.
@@ -154,6 +157,7 @@ impl Relay {
             metrics,
             unlimited_drain: false,
             exactly_once,
+            telemetry: Arc::default(),
         })
     }
 
@@ -180,6 +184,12 @@ impl Relay {
     /// Whether the cluster is reachable and takes our credentials, shared with the API.
     pub fn broker_health(&self) -> Arc<BrokerHealth> {
         self.service.health().clone()
+    }
+
+    /// Exports a `produce` span for each batch the broker confirmed.
+    pub fn with_telemetry(mut self, telemetry: Arc<crate::telemetry::Telemetry>) -> Relay {
+        self.telemetry = telemetry;
+        self
     }
 
     /// Lets the drain at shutdown go without the rate limits.
@@ -595,6 +605,18 @@ impl Relay {
     /// (log line, metrics, status, summaries) waits until it is done.
     fn confirm(&self, delivered: &[&StoredRecord], took: Duration) -> Confirmation {
         let seqs: Vec<u64> = delivered.iter().map(|record| record.seq).collect();
+        self.telemetry.produce(
+            took,
+            || {
+                (delivered.iter())
+                    .filter_map(|r| {
+                        TraceContext::from_headers(r.view().message.headers.into_iter())
+                    })
+                    .collect()
+            },
+            delivered.len(),
+            self.exactly_once.is_some(),
+        );
         let summaries = if self.config.publish_summaries {
             let views: Vec<(u64, RecordView)> =
                 delivered.iter().map(|r| (r.seq, r.view())).collect();
