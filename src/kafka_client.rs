@@ -166,15 +166,21 @@ pub fn create_producer(
 /// librdkafka's default `transaction.timeout.ms`.
 const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// `transaction.timeout.ms` of `config`'s producer.
+pub fn transaction_timeout(config: &KafkaConfig) -> Duration {
+    (config.properties.get("transaction.timeout.ms"))
+        .and_then(|ms| ms.parse().ok())
+        .map_or(TRANSACTION_TIMEOUT, Duration::from_millis)
+}
+
 /// `config` for a transactional producer with `transactional_id`. A transaction the
 /// coordinator times out (`transaction.timeout.ms`, librdkafka's default 60 s unless set in
 /// `kafka.properties`) ends with the producer fenced: `kafka.delivery_timeout` is cut to half of
 /// it, so that a message the cluster does not take aborts its transaction well before that.
 pub fn transactional(mut config: KafkaConfig, transactional_id: &str) -> KafkaConfig {
-    let transaction_timeout = (config.properties.get("transaction.timeout.ms"))
-        .and_then(|ms| ms.parse().ok())
-        .map_or(TRANSACTION_TIMEOUT, Duration::from_millis);
-    config.delivery_timeout = config.delivery_timeout.min(transaction_timeout / 2);
+    config.delivery_timeout = config
+        .delivery_timeout
+        .min(transaction_timeout(&config) / 2);
     config
         .properties
         .insert("transactional.id".into(), transactional_id.into());

@@ -60,6 +60,11 @@ pub struct ExactlyOnce {
     pub mark: Option<i64>,
     /// Set once another producer with our transactional id took over.
     pub fenced: Option<String>,
+    /// When the transaction under way began (`None` outside one).
+    pub opened: Option<std::time::Instant>,
+    /// `transaction.timeout.ms`: the coordinator aborts a transaction open longer, and fences
+    /// its producer.
+    pub transaction_timeout: Duration,
     /// For the checkpoint consumer.
     pub kafka: KafkaConfig,
     pub tokens: Option<Arc<TokenSource>>,
@@ -81,6 +86,8 @@ impl ExactlyOnce {
             ready: false,
             mark: checkpoint::read_mark(data_dir),
             fenced: None,
+            opened: None,
+            transaction_timeout: crate::kafka_client::transaction_timeout(kafka),
             kafka: kafka.clone(),
             tokens,
         }
@@ -142,6 +149,7 @@ impl Relay {
         headers: Vec<OwnedHeaders>,
         shutdown: &mut Shutdown,
     ) -> Result<Flow, TxnFailure> {
+        self.transactions_mut().opened = Some(std::time::Instant::now());
         self.service.begin_transaction().await?;
         let checkpoint = Checkpoint::of(&self.transactions().instance, &records);
         let limited = !(self.unlimited_drain && shutdown.is_shutting_down());
@@ -277,6 +285,7 @@ impl Relay {
     /// Fences earlier producers of this store, then confirms what their committed
     /// checkpoints since the mark delivered.
     async fn fence_and_recover(&mut self) -> Result<(), TxnFailure> {
+        self.transactions_mut().opened = None;
         self.service.init_transactions(STEP_TIMEOUT).await?;
         crash_point("fenced");
         let eo = self.transactions();
@@ -347,7 +356,9 @@ impl Relay {
         self.transactions_mut().mark = Some(offset);
     }
 
-    /// What a failed transaction step leads to: the end when fenced; otherwise a new producer
+    /// What a failed transaction step leads to: the end when fenced by another producer (a
+    /// fence on a transaction older than `transaction.timeout.ms` is the coordinator's own, and
+    /// is handled as a fatal error); otherwise a new producer
     /// (whose `init_transactions` fences the old one and ends its transaction, committed or
     /// aborted), the checkpoints read again, and the batch sent again after a back-off.
     /// librdkafka's own recovery of a producer after a timed-out or failed step is where its
@@ -357,6 +368,9 @@ impl Relay {
     async fn after_txn_failure(&mut self, failure: TxnFailure, shutdown: &mut Shutdown) -> Flow {
         tracing::warn!(error = failure.message(), "a transaction step failed");
         let class = match &failure {
+            // Not another producer: the coordinator fenced us itself, having aborted a
+            // transaction older than its timeout (a broker or network gone for that long).
+            TxnFailure::Fenced(_) if self.transaction_outlived_its_timeout() => "fatal",
             TxnFailure::Fenced(message) => {
                 tracing::error!(
                     transactional_id = %self.transactions().transactional_id,
@@ -377,6 +391,13 @@ impl Relay {
             ..failed_round(1)
         };
         self.after_round(round, shutdown).await
+    }
+
+    /// Whether the transaction under way has been open longer than `transaction.timeout.ms`.
+    fn transaction_outlived_its_timeout(&self) -> bool {
+        let eo = self.transactions();
+        eo.opened
+            .is_some_and(|opened| opened.elapsed() >= eo.transaction_timeout)
     }
 
     fn transactions(&self) -> &ExactlyOnce {
