@@ -18,14 +18,31 @@ const CHECKPOINTS: &str = "edge-outbox.checkpoints";
 const CRASH_AT: &str = "EDGE_OUTBOX_TEST_CRASH_AT";
 
 fn config_file(dir: &Path) -> std::path::PathBuf {
+    config_file_with(dir, "", "")
+}
+
+/// The tests' exactly-once configuration, with `relay` lines added to `[relay]` and `kafka`
+/// lines as `[kafka.properties]`.
+fn config_file_with(dir: &Path, relay: &str, kafka: &str) -> std::path::PathBuf {
     let path = dir.join("edge-outbox.toml");
     std::fs::write(
         &path,
-        "[relay]\ndelivery = \"exactly-once\"\nflush_interval = \"50ms\"\nbatch_max_events = 40\n\
-         publish_summaries = false\nretry_backoff_min = \"50ms\"\nretry_backoff_max = \"500ms\"\n",
+        format!(
+            "[relay]\ndelivery = \"exactly-once\"\nflush_interval = \"50ms\"\nbatch_max_events = 40\n\
+             publish_summaries = false\nretry_backoff_min = \"50ms\"\nretry_backoff_max = \"500ms\"\n\
+             {relay}\n[kafka.properties]\n{kafka}\n"
+        ),
     )
     .unwrap();
     path
+}
+
+/// Waits until the sidecar has delivered at least `events`.
+async fn delivered(sidecar: &SidecarProcess, events: u64) {
+    wait_for("deliveries", Duration::from_secs(120), || async {
+        sidecar.status().await["relay"]["delivered_events"].as_u64() >= Some(events)
+    })
+    .await
 }
 
 /// `edge-outbox topics create` in exactly-once mode: the catalogue and the checkpoint topic.
@@ -232,14 +249,11 @@ async fn twenty_sigkills_under_load_send_nothing_twice_where_at_least_once_does(
 async fn the_checkpoint_topic_losing_its_leader_mid_run_sends_nothing_twice() {
     let mut cluster = Kafka::cluster(3);
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("edge-outbox.toml");
-    std::fs::write(
-        &config,
-        "[relay]\ndelivery = \"exactly-once\"\nflush_interval = \"50ms\"\nbatch_max_events = 40\n\
-         publish_summaries = false\nretry_backoff_min = \"50ms\"\nretry_backoff_max = \"500ms\"\n\
-         [kafka.properties]\n\"request.timeout.ms\" = \"5000\"\n\"metadata.max.age.ms\" = \"2000\"\n",
-    )
-    .unwrap();
+    let config = config_file_with(
+        dir.path(),
+        "",
+        "\"request.timeout.ms\" = \"5000\"\n\"metadata.max.age.ms\" = \"2000\"",
+    );
     provision(&cluster, &config);
     let sidecar =
         SidecarProcess::start(&config, &dir.path().join("data"), &cluster.bootstrap()).await;
@@ -248,19 +262,10 @@ async fn the_checkpoint_topic_losing_its_leader_mid_run_sends_nothing_twice() {
     let clients: Vec<_> = (0..5u64)
         .map(|t| tokio::spawn(async move { post_some(addr, "k", t..t + 1, 200).await }))
         .collect();
-    let delivered = |at_least: u64| {
-        let sidecar = &sidecar;
-        async move {
-            wait_for("deliveries", Duration::from_secs(120), || async {
-                sidecar.status().await["relay"]["delivered_events"].as_u64() >= Some(at_least)
-            })
-            .await
-        }
-    };
-    delivered(150).await;
+    delivered(&sidecar, 150).await;
     let leader = cluster.leader_of(CHECKPOINTS, 0);
     cluster.kill_node(leader);
-    delivered(500).await;
+    delivered(&sidecar, 500).await;
     cluster.start_node(leader);
     let mut acked = Vec::new();
     for c in clients {
@@ -363,15 +368,11 @@ async fn a_broker_hung_past_the_transaction_timeout_sends_nothing_twice_and_the_
     // error (4420), fencing after a disconnect (3928). The relay makes a new producer instead.
     let broker = Kafka::start();
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("edge-outbox.toml");
-    std::fs::write(
-        &config,
-        "[relay]\ndelivery = \"exactly-once\"\nflush_interval = \"50ms\"\nbatch_max_events = 40\n\
-         publish_summaries = false\nretry_backoff_min = \"50ms\"\nretry_backoff_max = \"500ms\"\n\
-         max_events_per_second = 200\n\
-         [kafka.properties]\n\"transaction.timeout.ms\" = \"4000\"\n\"request.timeout.ms\" = \"1500\"\n",
-    )
-    .unwrap();
+    let config = config_file_with(
+        dir.path(),
+        "max_events_per_second = 200",
+        "\"transaction.timeout.ms\" = \"4000\"\n\"request.timeout.ms\" = \"1500\"",
+    );
     provision(&broker, &config);
     let sidecar =
         SidecarProcess::start(&config, &dir.path().join("data"), &broker.bootstrap()).await;
@@ -381,10 +382,7 @@ async fn a_broker_hung_past_the_transaction_timeout_sends_nothing_twice_and_the_
     let clients: Vec<_> = (0..3u64)
         .map(|t| tokio::spawn(async move { post_some(addr, "h", t..t + 1, 300).await }))
         .collect();
-    wait_for("deliveries", Duration::from_secs(60), || async {
-        sidecar.status().await["relay"]["delivered_events"].as_u64() >= Some(100)
-    })
-    .await;
+    delivered(&sidecar, 100).await;
     broker.signal_node(1, "STOP");
     // Past transaction.timeout.ms (4 s): the coordinator aborts what was open when it wakes.
     tokio::time::sleep(Duration::from_secs(7)).await;

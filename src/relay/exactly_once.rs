@@ -228,8 +228,15 @@ impl Relay {
         );
         let delivered: Vec<&StoredRecord> = records.iter().collect();
         self.pending = Some(self.confirm(&delivered, took));
-        if self.settle_pending(shutdown).await == Flow::Stop {
-            return Ok(Flow::Stop);
+        if self.await_confirmation().await.is_err() {
+            // Committed in Kafka but not confirmed here: a new producer, and the checkpoints
+            // confirm the batch before anything is read again (reading it now would send it
+            // twice).
+            let round = Round {
+                producer_in_doubt: true,
+                ..failed_round(records.len())
+            };
+            return Ok(self.after_round(round, shutdown).await);
         }
         self.move_mark(mark);
         let round = Round {

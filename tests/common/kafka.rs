@@ -727,6 +727,39 @@ impl Kafka {
         })
         .unwrap();
         assert!(results[0].is_ok(), "creating {topic}: {results:?}");
+        self.await_topic(topic, partitions);
+    }
+
+    /// Waits until every broker's metadata shows `topic` with its partitions led (the admin
+    /// call answers before the brokers' metadata caches have it).
+    fn await_topic(&self, topic: &str, partitions: i32) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        for node in self.nodes.iter().filter(|n| n.child.is_some()) {
+            let consumer: BaseConsumer = ClientConfig::new()
+                .set("bootstrap.servers", format!("127.0.0.1:{}", node.port))
+                .create()
+                .unwrap();
+            loop {
+                let led = (consumer
+                    .fetch_metadata(Some(topic), Duration::from_secs(5))
+                    .ok())
+                .and_then(|m| {
+                    let t = m.topics().iter().find(|t| t.name() == topic)?;
+                    let led = t.partitions().iter().filter(|p| p.leader() >= 0).count();
+                    Some(t.error().is_none() && led == partitions as usize)
+                })
+                .unwrap_or(false);
+                if led {
+                    break;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{topic} not in node {}'s metadata after 30 s",
+                    node.id
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
     }
 
     /// Runs Kafka's own `kafka-configs` (`kafka.admin.ConfigCommand`) with `args`, such as a
