@@ -263,6 +263,11 @@ pub fn consume(
                     }
                     continue;
                 }
+                // A broker restarted a moment ago: librdkafka says so and retries by itself.
+                Err(e @ rdkafka::error::KafkaError::MessageConsumption(_)) => {
+                    eprintln!("consume: {e}; librdkafka retries");
+                    continue;
+                }
                 result => result.unwrap(),
             };
             let headers = m
