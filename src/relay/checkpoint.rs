@@ -36,10 +36,9 @@ pub struct Checkpoint {
 impl Checkpoint {
     /// The checkpoint of a transaction holding `records`.
     pub fn of(instance: &str, records: &[StoredRecord]) -> Checkpoint {
-        let mut seqs: Vec<u64> = records.iter().map(|r| r.seq).collect();
-        seqs.sort_unstable();
         let mut sorted: Vec<&StoredRecord> = records.iter().collect();
         sorted.sort_by_key(|r| r.seq);
+        let seqs: Vec<u64> = sorted.iter().map(|r| r.seq).collect();
         Checkpoint {
             instance: instance.to_string(),
             ranges: ranges(&seqs),

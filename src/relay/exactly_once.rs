@@ -152,18 +152,9 @@ impl Relay {
         self.transactions_mut().opened = Some(std::time::Instant::now());
         self.service.begin_transaction().await?;
         let checkpoint = Checkpoint::of(&self.transactions().instance, &records);
-        let limited = !(self.unlimited_drain && shutdown.is_shutting_down());
-        let limiter = limited.then_some(&self.limiter);
-        let Some((in_flight, waited)) = self
-            .service
-            .produce(records, headers, limiter, shutdown)
-            .await
-        else {
+        let Some(in_flight) = self.produce(records, headers, shutdown).await else {
             return Ok(Flow::Stop);
         };
-        self.metrics
-            .limiter_wait_seconds
-            .inc_by(waited.as_secs_f64());
         let topic = self.transactions().checkpoint_topic.clone();
         let instance = self.transactions().instance.clone();
         let encoded = checkpoint.encode();
@@ -262,26 +253,9 @@ impl Relay {
             let Outcome::Failed(failure) = &outcome else {
                 continue;
             };
-            self.metrics.produce_error(failure.class.name());
-            let seq = record.seq;
             let pair = || (record.topic(), record.key());
-            let action = self.policy.settle(&mut round, pair, seq, &outcome);
-            let error = failure.error.to_string();
-            match action {
-                super::policy::Action::Park => {
-                    tracing::warn!(seq, topic = record.topic(), %error, "parking a message the broker refuses");
-                    self.note_error("permanent", format!("seq {seq}: {error}"));
-                    match self.store.park(seq, error).await {
-                        Ok(()) => self.status.lock().expect("lock").dead_lettered += 1,
-                        Err(e) => self.note_error("store", e.to_string()),
-                    }
-                }
-                super::policy::Action::PauseTopic => {
-                    self.known_topics.remove(record.topic());
-                    self.pause_topic(record.topic(), error);
-                }
-                _ => self.note_error(failure.class.name(), format!("seq {seq}: {error}")),
-            }
+            let action = self.policy.settle(&mut round, pair, record.seq, &outcome);
+            self.act_on_failure(record, action, failure).await;
         }
         // Failed records held their (topic, key): the next transaction sends them first anyway.
         self.policy.release_all();

@@ -29,7 +29,7 @@ use crate::store::{Queued, ReadBatch, Record, RecordView, Store, StoreError, Sto
 use policy::{Action, Policy, Round};
 use rdkafka::error::KafkaError;
 use rdkafka::message::OwnedHeaders;
-use service::{InFlight, KafkaService, Outcome};
+use service::{Failure, InFlight, KafkaService, Outcome};
 use status::{note_error, DeliveredBatch};
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -381,18 +381,9 @@ impl Relay {
             if in_flight.is_some() && self.settle_pending(shutdown).await == Flow::Stop {
                 return Flow::Stop;
             }
-            let limited = !(self.unlimited_drain && shutdown.is_shutting_down());
-            let limiter = limited.then_some(&self.limiter);
-            let Some((produced, waited)) = self
-                .service
-                .produce(records, headers, limiter, shutdown)
-                .await
-            else {
+            let Some(produced) = self.produce(records, headers, shutdown).await else {
                 return Flow::Stop;
             };
-            self.metrics
-                .limiter_wait_seconds
-                .inc_by(waited.as_secs_f64());
             self.chain = unbroken.then(|| {
                 self.continuation(read_at, batch.deferred, last, &produced, in_flight.as_ref())
             });
@@ -531,27 +522,7 @@ impl Relay {
                 delivered.push(record);
                 continue;
             };
-            let topic = record.topic();
-            let error = failure.error;
-            self.metrics.produce_error(failure.class.name());
-            match action {
-                Action::Confirm => unreachable!("a failed message is never confirmed"),
-                Action::Park => {
-                    tracing::warn!(seq, topic, %error, "parking a message the broker refuses");
-                    self.note_error("permanent", format!("seq {seq}: {error}"));
-                    match self.store.park(seq, error.to_string()).await {
-                        Ok(()) => self.status.lock().expect("lock").dead_lettered += 1,
-                        Err(e) => self.note_error("store", e.to_string()),
-                    }
-                }
-                Action::PauseTopic => {
-                    self.known_topics.remove(topic);
-                    self.pause_topic(topic, error.to_string());
-                }
-                Action::Retry => {
-                    self.note_error(failure.class.name(), format!("seq {seq}: {error}"));
-                }
-            }
+            self.act_on_failure(record, action, &failure).await;
         }
         if !delivered.is_empty() {
             let confirmation = self.confirm(&delivered, took);
@@ -564,6 +535,50 @@ impl Relay {
             }
         }
         Some(round)
+    }
+
+    /// Does what the policy decided about a message that failed: park it (a permanent
+    /// refusal), pause its topic (a configuration error) or keep it for another try.
+    async fn act_on_failure(&mut self, record: &StoredRecord, action: Action, failure: &Failure) {
+        let (seq, topic, error) = (record.seq, record.topic(), &failure.error);
+        self.metrics.produce_error(failure.class.name());
+        match action {
+            Action::Confirm => unreachable!("a failed message is never confirmed"),
+            Action::Park => {
+                tracing::warn!(seq, topic, %error, "parking a message the broker refuses");
+                self.note_error("permanent", format!("seq {seq}: {error}"));
+                match self.store.park(seq, error.to_string()).await {
+                    Ok(()) => self.status.lock().expect("lock").dead_lettered += 1,
+                    Err(e) => self.note_error("store", e.to_string()),
+                }
+            }
+            Action::PauseTopic => {
+                self.known_topics.remove(topic);
+                self.pause_topic(topic, error.to_string());
+            }
+            Action::Retry => {
+                self.note_error(failure.class.name(), format!("seq {seq}: {error}"));
+            }
+        }
+    }
+
+    /// Hands a batch to the service, through the rate limiter unless a drain may skip it;
+    /// `None` if told to stop while librdkafka's queue was full.
+    async fn produce(
+        &self,
+        records: Vec<StoredRecord>,
+        headers: Vec<OwnedHeaders>,
+        shutdown: &mut Shutdown,
+    ) -> Option<InFlight> {
+        let limited = !(self.unlimited_drain && shutdown.is_shutting_down());
+        let limiter = limited.then_some(&self.limiter);
+        let (produced, waited) = (self.service)
+            .produce(records, headers, limiter, shutdown)
+            .await?;
+        self.metrics
+            .limiter_wait_seconds
+            .inc_by(waited.as_secs_f64());
+        Some(produced)
     }
 
     /// Acts on what [`Policy::after_round`] makes of a round (one batch, or two settled
