@@ -581,6 +581,10 @@ impl Config {
         if self.store.checkpoint_every.is_zero() {
             return Err(bad("store.checkpoint_every", "must be longer than zero"));
         }
+        if self.store.commit_delay > Duration::from_millis(100) {
+            // Every request may wait this long: beyond it the answer is late for no gain.
+            return Err(bad("store.commit_delay", "must be at most 100ms"));
+        }
         if self.relay.flush_interval.is_zero() {
             return Err(bad("relay.flush_interval", "must be longer than zero"));
         }
@@ -870,6 +874,7 @@ mod tests {
                 "store.checkpoint_every",
                 "[store]\ncheckpoint_every = \"0s\"",
             ),
+            ("store.commit_delay", "[store]\ncommit_delay = \"1s\""),
         ] {
             let config = Config::from_toml(toml).unwrap();
             assert_eq!(config.validate(false).unwrap_err().setting, setting);

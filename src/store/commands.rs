@@ -41,6 +41,8 @@ impl Prepared {
 pub(super) enum Command {
     Append {
         events: Vec<Prepared>,
+        /// When it was queued: a commit group waits for more appends counting from its oldest.
+        queued: std::time::Instant,
         reply: Reply<Vec<Appended>>,
     },
     Confirm {

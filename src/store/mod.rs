@@ -127,8 +127,12 @@ impl Store {
     /// (within the de-duplication window) is answered with the stored sequence number.
     pub async fn append(&self, events: Vec<Record>) -> Result<Vec<Appended>, StoreError> {
         let events = events.iter().map(Prepared::new).collect();
-        self.command(|reply| Command::Append { events, reply })
-            .await
+        self.command(|reply| Command::Append {
+            events,
+            queued: std::time::Instant::now(),
+            reply,
+        })
+        .await
     }
 
     /// Removes delivered records and advances the cursor, in one durable step. The command

@@ -4,6 +4,11 @@
 //! position, whole groups only: a group that does not check out can only be one cut short by a
 //! crash (never acknowledged), and every open starts a new file, so it is never written over.
 //! A file is closed at `segment_bytes` and deleted once all its records are delivered.
+//!
+//! The writer writes zeros ahead of its end ([`ZEROED_AHEAD`]), as PostgreSQL does with its
+//! WAL: a commit group's `fdatasync` then overwrites blocks the file already has, and needs no
+//! new blocks and no new file size to be written and waited for as well. The scan reads a
+//! zeroed tail as the end of the log.
 
 use super::record::RecordError;
 use std::collections::HashMap;
@@ -136,7 +141,7 @@ pub struct ScannedGroup {
 
 /// Reads the log of the segment files in `dir` from position `from` (segment, offset): every
 /// whole group, in order, up to the first that is cut short or does not check out. Returns the
-/// groups and how many bytes after them were left unread.
+/// groups and how many bytes after them were left unread (not counting the zeros at the end).
 pub fn scan(dir: &Path, from: (u64, u64)) -> io::Result<(Vec<ScannedGroup>, u64)> {
     let mut ids: Vec<u64> = segment_ids(dir)?
         .into_iter()
@@ -156,9 +161,15 @@ pub fn scan(dir: &Path, from: (u64, u64)) -> io::Result<(Vec<ScannedGroup>, u64)
             at = (group.frames.end() - start) as usize;
             groups.push(group);
         }
-        if at < bytes.len() {
-            // Nothing after a torn group was acknowledged: the log ends here.
-            return Ok((groups, (bytes.len() - at) as u64));
+        // Zeros written ahead and never overwritten are no group: the log goes on in the next
+        // file. Anything else is a group torn by a crash, and nothing after it was
+        // acknowledged: the log ends there.
+        let written = bytes
+            .iter()
+            .rposition(|b| *b != 0)
+            .map_or(0, |last| last + 1);
+        if at < written {
+            return Ok((groups, (written - at) as u64));
         }
     }
     Ok((groups, 0))
@@ -213,11 +224,18 @@ pub fn segment_ids(dir: &Path) -> io::Result<Vec<u64>> {
     Ok(ids)
 }
 
+/// How far past the records' end the writer keeps the file written with zeros: the file grows
+/// (and a sync writes its metadata) once per this many bytes of records; the zeros count in the
+/// store's disk use.
+pub const ZEROED_AHEAD: u64 = 256 * 1024;
+
 /// The committer's end of the newest segment file of the active generation.
 pub struct SegmentWriter {
     id: u64,
     file: File,
     end: u64,
+    /// The file's length: zeros from `end` up to it.
+    zeroed: u64,
 }
 
 impl SegmentWriter {
@@ -230,7 +248,12 @@ impl SegmentWriter {
             .create_new(true)
             .open(path_of(dir, id))?;
         super::durable::sync_dir(dir)?;
-        Ok(SegmentWriter { id, file, end: 0 })
+        Ok(SegmentWriter {
+            id,
+            file,
+            end: 0,
+            zeroed: 0,
+        })
     }
 
     /// Where the next appended bytes will be.
@@ -239,6 +262,7 @@ impl SegmentWriter {
     }
 
     /// Appends `bytes` (not yet durable: see [`SegmentWriter::sync`]) and returns where they are.
+    /// Past [`ZEROED_AHEAD`] bytes of zeros it writes the next ones behind them.
     pub fn append(&mut self, bytes: &[u8]) -> io::Result<Location> {
         self.file.write_all_at(bytes, self.end)?;
         let location = Location {
@@ -247,6 +271,12 @@ impl SegmentWriter {
             len: bytes.len() as u64,
         };
         self.end += bytes.len() as u64;
+        if self.end > self.zeroed {
+            let target = (self.end / ZEROED_AHEAD + 1) * ZEROED_AHEAD;
+            let zeros = vec![0u8; (target - self.end) as usize];
+            self.file.write_all_at(&zeros, self.end)?;
+            self.zeroed = target;
+        }
         Ok(location)
     }
 
@@ -373,6 +403,34 @@ mod tests {
     }
 
     #[test]
+    fn zeros_written_ahead_end_a_file_but_not_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let group = |first: u64, record: &[u8]| {
+            let mut out = Vec::new();
+            begin_group(&mut out);
+            frame_into(&mut out, record);
+            seal_group(&mut out, first, 1);
+            out
+        };
+        let mut writer = SegmentWriter::create(dir.path()).unwrap();
+        // A record that ends in zeros is still all read.
+        let first = writer.append(&group(1, b"ends in zeros\0\0")).unwrap();
+        let length = |id| std::fs::metadata(path_of(dir.path(), id)).unwrap().len();
+        assert_eq!(length(first.segment), ZEROED_AHEAD);
+        // A group across the zeroed end: zeros again behind it, up to the next step.
+        let big = vec![7u8; ZEROED_AHEAD as usize];
+        writer.append(&group(2, &big)).unwrap();
+        assert_eq!(length(first.segment), 2 * ZEROED_AHEAD);
+        let mut next = SegmentWriter::create(dir.path()).unwrap();
+        next.append(&group(3, b"next file")).unwrap();
+
+        let (groups, left) = scan(dir.path(), (first.segment, 0)).unwrap();
+        let seqs: Vec<u64> = groups.iter().map(|g| g.first_seq).collect();
+        assert_eq!((seqs, left), (vec![1, 2, 3], 0));
+        assert!(groups[0].bytes.ends_with(b"zeros\0\0"));
+    }
+
+    #[test]
     fn writer_appends_reader_reads_and_a_new_writer_starts_a_new_file() {
         let dir = tempfile::tempdir().unwrap();
         let mut writer = SegmentWriter::create(dir.path()).unwrap();
@@ -383,7 +441,10 @@ mod tests {
         assert_eq!(Location::decode(&b.encode()), Some(b));
         let reader = SegmentReader::new(dir.path().to_path_buf());
         assert_eq!(reader.read(&b).unwrap(), b"world!");
-        let beyond = Location { len: 100, ..b };
+        let beyond = Location {
+            offset: ZEROED_AHEAD,
+            ..b
+        };
         assert_eq!(
             reader.read(&beyond).unwrap_err().kind(),
             io::ErrorKind::UnexpectedEof

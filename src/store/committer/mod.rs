@@ -5,6 +5,7 @@
 //! de-duplication entries, deleting delivered segment files, rotating generations. One writer
 //! also sidesteps sled's `flush_async` deadlock with many concurrent callers (sled #1308).
 
+mod pacing;
 mod plan;
 mod upkeep;
 
@@ -18,6 +19,7 @@ use super::live::{apply_to, Live};
 use super::recovery::Recovered;
 use super::shared::{ChunkEntry, Shared, Stats};
 use super::writes::Writes;
+use pacing::Pacer;
 use plan::Group;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{self, RecvTimeoutError, TryRecvError};
@@ -49,6 +51,8 @@ pub(super) struct Committer {
     /// when they wait.
     deferred: Writes,
     deferred_since: Option<Instant>,
+    /// How long a group of appends waits for more before its sync.
+    pacer: Pacer,
 }
 
 impl Committer {
@@ -60,7 +64,6 @@ impl Committer {
             recovered.tenants,
         ));
         let committer = Committer {
-            config,
             active: recovered.active,
             draining: recovered.draining,
             stats: recovered.stats,
@@ -71,6 +74,8 @@ impl Committer {
             written_since_open: 0,
             deferred: Writes::default(),
             deferred_since: None,
+            pacer: Pacer::new(config.commit_delay),
+            config,
         };
         (committer, shared)
     }
@@ -112,13 +117,7 @@ impl Committer {
                     }
                 },
             };
-            let mut group = vec![first];
-            while group.len() < MAX_GROUP {
-                match commands.try_recv() {
-                    Ok(command) => group.push(command),
-                    Err(_) => break,
-                }
-            }
+            let group = self.gather(first, &commands);
             if self.commit(group) {
                 break;
             }
@@ -140,6 +139,43 @@ impl Committer {
         // The last checkpoint, whatever state the store is in (errors only mean that the next
         // open restores more from the log).
         let _ = self.apply_deferred(true);
+    }
+
+    /// The commit group that starts with `first`: the commands queued behind it, and while
+    /// appends arrive often, those that arrive within `store.commit_delay` of its oldest append
+    /// (see [`Pacer`]).
+    fn gather(&mut self, first: Command, commands: &mpsc::Receiver<Command>) -> Vec<Command> {
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP {
+            match commands.try_recv() {
+                Ok(command) => group.push(command),
+                Err(_) => break,
+            }
+        }
+        let mut oldest: Option<Instant> = None;
+        for command in &group {
+            if let Command::Append { queued, .. } = command {
+                self.pacer.arrived(*queued);
+                oldest = Some(oldest.map_or(*queued, |o| o.min(*queued)));
+            }
+        }
+        let Some(until) = oldest.and_then(|oldest| self.pacer.gather_until(oldest)) else {
+            return group;
+        };
+        // Asleep rather than waiting on the queue: the appends that come meanwhile wake no one.
+        std::thread::sleep(until.saturating_duration_since(Instant::now()));
+        while group.len() < MAX_GROUP {
+            match commands.try_recv() {
+                Ok(command) => {
+                    if let Command::Append { queued, .. } = &command {
+                        self.pacer.arrived(*queued);
+                    }
+                    group.push(command);
+                }
+                Err(_) => break,
+            }
+        }
+        group
     }
 
     /// Applies the gathered sled writes of appends to the active generation as one batch; with
@@ -177,7 +213,9 @@ impl Committer {
         for command in commands {
             group.checkpoint |= command.needs_checkpoint();
             answers.push(match command {
-                Command::Append { events, reply } => answer(reply, self.append(&mut group, events)),
+                Command::Append { events, reply, .. } => {
+                    answer(reply, self.append(&mut group, events))
+                }
                 Command::Confirm { seqs, reply } => answer(reply, self.confirm(&mut group, &seqs)),
                 Command::Park { seq, error, reply } => {
                     answer(reply, self.park(&mut group, seq, error))
@@ -355,7 +393,11 @@ mod tests {
             .iter()
             .map(|id| Prepared::new(&record("s", id, "t")))
             .collect();
-        committer.commit(vec![Command::Append { events, reply }]);
+        committer.commit(vec![Command::Append {
+            events,
+            queued: Instant::now(),
+            reply,
+        }]);
         let seqs: Vec<u64> = appended
             .try_recv()
             .unwrap()
