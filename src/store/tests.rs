@@ -895,3 +895,37 @@ mod tenants {
         assert_eq!(quiet.count(), 100);
     }
 }
+
+/// While appends keep coming, a commit group waits `commit_delay` for the next ones: 40 appends
+/// 2 ms apart share a few syncs instead of one each (each is still answered only after its
+/// group's sync). Without the delay, each would be its own group here (a sync takes well under
+/// 2 ms on the test machines).
+#[tokio::test]
+async fn appends_that_keep_coming_share_a_sync() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = StoreConfig::new(dir.path());
+    config.commit_delay = Duration::from_millis(100);
+    let store = Arc::new(Store::open(config).unwrap());
+    let groups = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = groups.clone();
+    store.set_flush_observer(Arc::new(move |_| {
+        counter.fetch_add(1, Ordering::SeqCst);
+    }));
+    let mut appends = Vec::new();
+    for i in 0..40u64 {
+        let store = store.clone();
+        appends.push(tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(2 * i)).await;
+            store
+                .append(vec![record("s", &i.to_string(), "t")])
+                .await
+                .unwrap()
+        }));
+    }
+    for append in appends {
+        append.await.unwrap();
+    }
+    let groups = groups.load(Ordering::SeqCst);
+    assert!(groups <= 20, "40 appends took {groups} commit groups");
+    assert_eq!(store.stats().next_seq, 41);
+}
