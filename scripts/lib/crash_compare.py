@@ -27,6 +27,19 @@ with open(os.path.join(ROOT, "src", "catalog.toml")) as catalog:
     TYPES = re.findall(r'^type = "([^"]+)"', catalog.read(), re.M)
 
 
+def send(connection, event_id, tenant, n):
+    """Posts event `n` of `tenant` (structured mode, about 1 KiB); true if answered 202."""
+    body = json.dumps({
+        "specversion": "1.0", "type": TYPES[n % len(TYPES)], "source": "peer-bench",
+        "id": event_id, "subject": tenant, "datacontenttype": "application/json",
+        "data": {"tenantId": tenant, "n": n, "notes": "x" * 900},
+    })
+    connection.request("POST", "/v1/events", body, {"content-type": "application/cloudevents+json"})
+    response = connection.getresponse()
+    response.read()
+    return response.status == 202
+
+
 def post(url, acked_path, seconds, clients):
     host, port = url.removeprefix("http://").split(":")
     deadline = time.monotonic() + seconds
@@ -39,20 +52,11 @@ def post(url, acked_path, seconds, clients):
         sent = 0
         while time.monotonic() < deadline:
             event_id = f"crash-{uuid.uuid4()}"
-            body = json.dumps({
-                "specversion": "1.0", "type": TYPES[sent % len(TYPES)], "source": "peer-bench",
-                "id": event_id, "subject": tenant, "datacontenttype": "application/json",
-                "data": {"tenantId": tenant, "n": sent, "notes": "x" * 900},
-            })
             sent += 1
             try:
                 if connection is None:
                     connection = http.client.HTTPConnection(host, int(port), timeout=10)
-                connection.request("POST", "/v1/events", body,
-                                   {"content-type": "application/cloudevents+json"})
-                response = connection.getresponse()
-                response.read()
-                if response.status == 202:
+                if send(connection, event_id, tenant, sent):
                     with lock:
                         out.write(event_id + "\n")
                         out.flush()

@@ -13,7 +13,7 @@ import threading
 import time
 import uuid
 
-from crash_compare import TYPES, consumer, end_offsets
+from crash_compare import consumer, end_offsets, send
 
 
 def main(url, brokers, seconds, rate):
@@ -46,17 +46,7 @@ def main(url, brokers, seconds, rate):
             due = start + sent * clients / rate
             time.sleep(max(0, due - time.monotonic()))
             event_id = f"e2e-{uuid.uuid4()}"
-            tenant = f"e2e-{n}"
-            body = json.dumps({
-                "specversion": "1.0", "type": TYPES[sent % len(TYPES)], "source": "peer-bench",
-                "id": event_id, "subject": tenant, "datacontenttype": "application/json",
-                "data": {"tenantId": tenant, "n": sent, "notes": "x" * 900},
-            })
-            connection.request("POST", "/v1/events", body,
-                               {"content-type": "application/cloudevents+json"})
-            response = connection.getresponse()
-            response.read()
-            if response.status == 202:
+            if send(connection, event_id, f"e2e-{n}", sent):
                 with lock:
                     answered[event_id] = time.monotonic()
             sent += 1
