@@ -164,17 +164,20 @@ impl Committer {
         };
         // Asleep rather than waiting on the queue: the appends that come meanwhile wake no one.
         std::thread::sleep(until.saturating_duration_since(Instant::now()));
+        let mut gathered = 0;
         while group.len() < MAX_GROUP {
             match commands.try_recv() {
                 Ok(command) => {
                     if let Command::Append { queued, .. } = &command {
                         self.pacer.arrived(*queued);
+                        gathered += 1;
                     }
                     group.push(command);
                 }
                 Err(_) => break,
             }
         }
+        self.pacer.waited(gathered);
         group
     }
 
