@@ -54,7 +54,8 @@ pub struct StoreConfig {
     /// While appends arrive more often than this, a group of appends waits this
     /// long for more before its `fdatasync`, so that one sync serves several requests: less CPU
     /// per event at a steady rate, for at most this much more latency. Appends that arrive
-    /// less often sync at once. `0s`: every group syncs at once.
+    /// less often sync at once, and so, after a few waits that gathered nothing, do those of
+    /// a lone client waiting for each answer. `0s`: every group syncs at once.
     #[serde(with = "humantime_serde")]
     pub commit_delay: Duration,
     /// Called at each step of a rotation (the tests copy the directory there to get crash
