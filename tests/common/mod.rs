@@ -313,6 +313,41 @@ pub async fn consume_async(
         .unwrap()
 }
 
+/// An event of `topic` with id `big` of about 1.05 MB: over the 1 MiB `max.message.bytes` that
+/// MSK gives a topic, so that a producer set to send more has it refused by the broker.
+pub fn oversized_event(topic: &str) -> Value {
+    let mut big = event(topic, "big", "t", 1);
+    big["data"]["blob"] = json!("x".repeat(1_050_000));
+    big
+}
+
+/// Once `sidecar` has drained `before`, [`oversized_event`] and `after` of `topic`: `big` is its
+/// one dead letter, with the broker's `MessageSizeTooLarge`, and the topic holds `before` and
+/// `after`, each once (read committed), in order: the same tenant's next event flows.
+pub async fn assert_only_the_oversized_event_parked(
+    sidecar: &process::SidecarProcess,
+    brokers: &str,
+    topic: &str,
+) {
+    sidecar.wait_drained(Duration::from_secs(60)).await;
+    let status = sidecar.status().await;
+    assert_eq!(status["store"]["dead_letters"], 1, "{status}");
+    let dlq = get_json(&format!("{}/v1/dlq", sidecar.url())).await;
+    assert_eq!(dlq[0]["event_id"], "big");
+    let error = dlq[0]["error"].as_str().unwrap();
+    assert!(error.contains("MessageSizeTooLarge"), "{error}");
+    let consumed = consume_async(brokers, &[topic.to_string()], 2, Duration::from_secs(30)).await;
+    let ids: Vec<&str> = consumed
+        .iter()
+        .map(|m| m.headers["ce_id"].as_str())
+        .collect();
+    assert_eq!(
+        ids,
+        vec!["before", "after"],
+        "the same tenant's next event flows"
+    );
+}
+
 /// A free loopback port (bound, read, released).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
