@@ -145,40 +145,52 @@ impl Committer {
     /// appends arrive often, those that arrive within `store.commit_delay` of its oldest append
     /// (see [`Pacer`]).
     fn gather(&mut self, first: Command, commands: &mpsc::Receiver<Command>) -> Vec<Command> {
-        let mut group = vec![first];
-        while group.len() < MAX_GROUP {
-            match commands.try_recv() {
-                Ok(command) => group.push(command),
-                Err(_) => break,
-            }
-        }
-        let mut oldest: Option<Instant> = None;
-        for command in &group {
-            if let Command::Append { queued, .. } = command {
-                self.pacer.arrived(*queued);
-                oldest = Some(oldest.map_or(*queued, |o| o.min(*queued)));
-            }
-        }
+        let mut group = Vec::new();
+        self.add(&mut group, first);
+        self.add_queued(&mut group, commands);
+        let oldest = (group.iter())
+            .filter_map(|command| match command {
+                Command::Append { queued, .. } => Some(*queued),
+                _ => None,
+            })
+            .min();
         let Some(until) = oldest.and_then(|oldest| self.pacer.gather_until(oldest)) else {
             return group;
         };
         // Asleep rather than waiting on the queue: the appends that come meanwhile wake no one.
         std::thread::sleep(until.saturating_duration_since(Instant::now()));
-        let mut gathered = 0;
-        while group.len() < MAX_GROUP {
-            match commands.try_recv() {
-                Ok(command) => {
-                    if let Command::Append { queued, .. } = &command {
-                        self.pacer.arrived(*queued);
-                        gathered += 1;
-                    }
-                    group.push(command);
-                }
-                Err(_) => break,
-            }
-        }
+        let gathered = self.add_queued(&mut group, commands);
         self.pacer.waited(gathered);
         group
+    }
+
+    /// Adds what is queued to `group` (up to [`MAX_GROUP`]); returns how many appends it added.
+    fn add_queued(
+        &mut self,
+        group: &mut Vec<Command>,
+        commands: &mpsc::Receiver<Command>,
+    ) -> usize {
+        let mut appends = 0;
+        while group.len() < MAX_GROUP {
+            let Ok(command) = commands.try_recv() else {
+                break;
+            };
+            appends += usize::from(self.add(group, command));
+        }
+        appends
+    }
+
+    /// Adds `command` to `group`, telling the pacer when it is an append (and returning true).
+    fn add(&mut self, group: &mut Vec<Command>, command: Command) -> bool {
+        let append = match &command {
+            Command::Append { queued, .. } => {
+                self.pacer.arrived(*queued);
+                true
+            }
+            _ => false,
+        };
+        group.push(command);
+        append
     }
 
     /// Applies the gathered sled writes of appends to the active generation as one batch; with
