@@ -9,6 +9,7 @@ use common::kafka::Kafka;
 use common::process::SidecarProcess;
 use common::*;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 fn config_file(dir: &Path, extra: &str) -> std::path::PathBuf {
@@ -155,4 +156,85 @@ async fn a_refused_password_shows_as_an_authentication_failure() {
     // The event stays stored.
     assert_eq!(sidecar.status().await["store"]["backlog_events"], 1);
     assert!(!sidecar.log_text().contains("wrong-password"));
+}
+
+/// A broker that stops answering (SIGSTOP) while full batches are in flight: after
+/// `relay.stall_timeout` without a delivery report the relay takes them back from librdkafka
+/// and only probes (a sixteenth of a batch) until the broker answers, so what librdkafka holds
+/// through an outage stays small. Once the broker continues, every acknowledged event arrives,
+/// each tenant's first arrivals in order, and no more duplicates than were in flight.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_broker_gets_back_what_it_held_and_then_only_probes() {
+    let warm_up = "eventzr.integration-hub.execution.completed.v1".to_string();
+    let topic = "eventzr.integration-hub.sync.completed.v1".to_string();
+    let broker = Kafka::start();
+    broker.create_topics(&[warm_up.clone(), topic.clone()], 3);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("edge-outbox.toml");
+    std::fs::write(
+        &config,
+        "[relay]\nflush_interval = \"200ms\"\npublish_summaries = false\nbatch_max_events = 400\n\
+         stall_timeout = \"2s\"\nretry_backoff_min = \"100ms\"\nretry_backoff_max = \"1s\"\n",
+    )
+    .unwrap();
+    let sidecar =
+        SidecarProcess::start(&config, &dir.path().join("data"), &broker.bootstrap()).await;
+    let addr = sidecar.addr();
+    // Once a batch went through, batches are full-size (400) and the next is read ahead.
+    post_tenants(addr, &warm_up, 2, 10, "warm").await;
+    wait_for("the warm-up delivered", Duration::from_secs(60), || async {
+        let status = sidecar.status().await;
+        status["relay"]["delivered_events"] == 20 && status["relay"]["broker_confirmed"] == true
+    })
+    .await;
+    broker.signal_node(1, "STOP");
+    let (tenants, per_tenant) = (4, 300);
+    let posting = {
+        let topic = topic.clone();
+        tokio::spawn(async move { post_tenants(addr, &topic, tenants, per_tenant, "hung").await })
+    };
+    let most_in_flight = AtomicU64::new(0);
+    let in_flight = |status: &serde_json::Value| {
+        let now = status["relay"]["in_flight_events"].as_u64().unwrap();
+        most_in_flight.fetch_max(now, Ordering::Relaxed);
+        now
+    };
+    wait_for(
+        "a full batch in flight",
+        Duration::from_secs(30),
+        || async { in_flight(&sidecar.status().await) >= 400 },
+    )
+    .await;
+    wait_for("the stall noticed", Duration::from_secs(30), || async {
+        let status = sidecar.status().await;
+        in_flight(&status);
+        status["relay"]["last_errors"]["stalled"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("taken back from librdkafka"))
+    })
+    .await;
+    posting.await.unwrap();
+    // Through two more stall periods, librdkafka is given no more than a probe at a time.
+    let watched = std::time::Instant::now();
+    while watched.elapsed() < Duration::from_secs(5) {
+        let status = sidecar.status().await;
+        let now = status["relay"]["in_flight_events"].as_u64().unwrap();
+        assert!(now <= 25, "{now} in flight after the stall: {status}");
+        assert_eq!(status["relay"]["broker_confirmed"], false);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    broker.signal_node(1, "CONT");
+    sidecar.wait_drained(Duration::from_secs(120)).await;
+    let acked: Vec<String> = (0..tenants)
+        .flat_map(|t| (0..per_tenant).map(move |n| format!("hung-{t}-{n}")))
+        .collect();
+    let consumed = assert_all_delivered(&broker.bootstrap(), &topic, &acked).await;
+    assert_first_arrivals_in_order(&consumed, tenants, per_tenant);
+    let duplicates = consumed.len() - acked.len();
+    let most_in_flight = most_in_flight.into_inner();
+    assert!(
+        duplicates as u64 <= most_in_flight,
+        "{duplicates} duplicates, at most {most_in_flight} were in flight"
+    );
+    eprintln!("in flight at most {most_in_flight}, duplicates {duplicates}");
 }

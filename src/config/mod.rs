@@ -170,6 +170,15 @@ pub struct RelayConfig {
     pub retry_backoff_min: Duration,
     #[serde(with = "humantime_serde")]
     pub retry_backoff_max: Duration,
+    /// At-least-once: after this long with messages handed to librdkafka and no delivery
+    /// report for any of them (the broker is away or hung), they are taken back (purged) and
+    /// sent again later, in the small batches of a probe, by a new producer. What librdkafka
+    /// holds during an outage is then at most a probe's worth instead of two full batches
+    /// (about 60 MiB with the defaults). A broker that was only slow may then write some of
+    /// them twice (at most the two batches in flight). Reports that merely trickle in (quotas,
+    /// a slow link) do not count as silence.
+    #[serde(with = "humantime_serde")]
+    pub stall_timeout: Duration,
     /// How long a topic stays paused after a configuration error before it is tried again.
     #[serde(with = "humantime_serde")]
     pub pause_retry: Duration,
@@ -487,6 +496,7 @@ impl Default for RelayConfig {
             max_bytes_per_second: Limit::Unlimited,
             retry_backoff_min: Duration::from_millis(200),
             retry_backoff_max: Duration::from_secs(30),
+            stall_timeout: Duration::from_secs(30),
             pause_retry: Duration::from_secs(30),
             publish_summaries: true,
             summary_source: "edge-outbox".into(),
@@ -612,6 +622,12 @@ impl Config {
             return Err(bad(
                 "relay.retry_backoff_min",
                 "must be positive and not above relay.retry_backoff_max",
+            ));
+        }
+        if self.relay.stall_timeout < Duration::from_secs(1) {
+            return Err(bad(
+                "relay.stall_timeout",
+                "must be at least 1s: a busy broker can take that long to answer",
             ));
         }
         if !["none", "gzip", "snappy", "lz4", "zstd"].contains(&self.kafka.compression.as_str()) {
@@ -904,6 +920,12 @@ mod tests {
         assert_eq!(
             config.validate(false).unwrap_err().setting,
             "relay.batch_max_bytes"
+        );
+        let mut config = Config::default();
+        config.relay.stall_timeout = Duration::from_millis(500);
+        assert_eq!(
+            config.validate(false).unwrap_err().setting,
+            "relay.stall_timeout"
         );
     }
 

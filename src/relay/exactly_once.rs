@@ -14,7 +14,7 @@
 
 use super::checkpoint::{self, Checkpoint};
 use super::policy::Round;
-use super::service::{classify, ErrorClass, Outcome, TxnFailure};
+use super::service::{classify, ErrorClass, Outcome, Settled, TxnFailure};
 use super::{Continuation, Flow, Relay};
 use crate::config::{KafkaConfig, RelayConfig};
 use crate::msk_iam::TokenSource;
@@ -161,13 +161,20 @@ impl Relay {
         let (settled, mark) = tokio::select! {
             settled = async {
                 tokio::join!(
-                    in_flight.outcomes(),
+                    // A stalled transaction is the transaction timeout's to end.
+                    in_flight.outcomes(None),
                     self.service.produce_one(&topic, &instance, &encoded),
                 )
             } => settled,
             _ = shutdown.stopping() => return Ok(Flow::Stop),
         };
-        let (records, outcomes, took) = settled;
+        self.reports_in(&settled);
+        let Settled {
+            records,
+            outcomes,
+            took,
+            ..
+        } = settled;
         crash_point("transaction-open");
         let failed = outcomes.iter().any(|o| matches!(o, Outcome::Failed(_)));
         let mark = match mark {

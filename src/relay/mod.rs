@@ -490,11 +490,21 @@ impl Relay {
 
     /// Awaits the reports of one batch and settles its records; `None` if told to stop.
     async fn deliver(&mut self, batch: InFlight, shutdown: &mut Shutdown) -> Option<Round> {
-        let (records, outcomes, took) = tokio::select! {
-            settled = batch.outcomes() => settled,
+        let settled = tokio::select! {
+            settled = batch.outcomes(Some(self.config.stall_timeout)) => settled,
             _ = shutdown.stopping() => return None,
         };
-        self.settle(records, outcomes, took, shutdown).await
+        self.reports_in(&settled);
+        if settled.stalled {
+            let waited = humantime::format_duration(self.config.stall_timeout);
+            tracing::warn!(%waited, "no delivery report: taking back what librdkafka holds, to send it again in small batches");
+            self.note_error(
+                "stalled",
+                format!("no delivery report for {waited}: messages in flight taken back from librdkafka, sent again in small batches"),
+            );
+        }
+        self.settle(settled.records, settled.outcomes, settled.took, shutdown)
+            .await
     }
 
     /// Confirms, parks, pauses or holds each record as [`policy`] decides; `None` if told to
@@ -578,6 +588,7 @@ impl Relay {
         self.metrics
             .limiter_wait_seconds
             .inc_by(waited.as_secs_f64());
+        self.status.lock().expect("lock").in_flight_events += produced.records.len() as u64;
         Some(produced)
     }
 
@@ -740,6 +751,13 @@ impl Relay {
             _ = tokio::time::sleep(wait) => Flow::Continue,
             _ = shutdown.stopping() => Flow::Stop,
         }
+    }
+
+    /// Counts a settled batch out of [`RelayStatus::in_flight_events`].
+    fn reports_in(&self, settled: &service::Settled) {
+        let mut status = self.status.lock().expect("lock");
+        status.in_flight_events =
+            (status.in_flight_events).saturating_sub(settled.records.len() as u64);
     }
 
     fn note_error(&self, class: &str, message: String) {

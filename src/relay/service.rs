@@ -14,7 +14,7 @@ use futures::future::{self, Either};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::Producer as _;
-use rdkafka::producer::{DeliveryFuture, FutureRecord};
+use rdkafka::producer::{DeliveryFuture, FutureRecord, PurgeConfig};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -111,9 +111,14 @@ impl Outcome {
         // every broker supports, at the cost of one InitProducerId request. The relay goes on
         // only once every report in flight is in, so nothing of the old producer is still
         // under way.
+        // Messages taken back after a stall (`relay.stall_timeout`) are in the same doubt.
         let timed_out = matches!(
             error,
-            KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut)
+            KafkaError::MessageProduction(
+                RDKafkaErrorCode::MessageTimedOut
+                    | RDKafkaErrorCode::PurgeQueue
+                    | RDKafkaErrorCode::PurgeInflight
+            )
         );
         Outcome::Failed(Failure {
             producer_in_doubt: class == ErrorClass::Fatal || timed_out,
@@ -133,24 +138,61 @@ pub struct InFlight {
     /// One per record, in the same order.
     reports: Vec<Report>,
     pub started: std::time::Instant,
+    /// The producer that holds the batch (to take it back after a stall).
+    producer: Producer,
+}
+
+/// What became of a batch in flight.
+pub struct Settled {
+    pub records: Vec<StoredRecord>,
+    /// One per record, in the same order.
+    pub outcomes: Vec<Outcome>,
+    pub took: Duration,
+    /// No report came for the stall timeout: everything the producer held was taken back.
+    pub stalled: bool,
 }
 
 impl InFlight {
     /// Awaits every delivery report, in order (reports arrive in about that order anyway, and
-    /// join_all's task per future cost more CPU than the waiting: 4 % of the drain).
-    pub async fn outcomes(self) -> (Vec<StoredRecord>, Vec<Outcome>, Duration) {
+    /// join_all's task per future cost more CPU than the waiting: 4 % of the drain). With a
+    /// `stall` timeout, a wait that long for the next report takes back (purges) everything
+    /// the producer holds, this batch and any behind it: their reports then come at once, as
+    /// failures that put the producer in doubt.
+    pub async fn outcomes(self, stall: Option<Duration>) -> Settled {
         let mut outcomes = Vec::with_capacity(self.reports.len());
+        let mut stalled = false;
         for report in self.reports {
-            outcomes.push(match report {
-                Either::Left(delivery) => match delivery.await {
-                    Ok(Ok(_)) => Outcome::Delivered,
-                    Ok(Err((error, _))) => Outcome::failed(error),
-                    Err(_) => Outcome::failed(KafkaError::Canceled),
+            let mut delivery = match report {
+                Either::Left(delivery) => delivery,
+                Either::Right(ready) => {
+                    outcomes.push(Outcome::failed(ready.await));
+                    continue;
+                }
+            };
+            let answer = match stall.filter(|_| !stalled) {
+                Some(stall) => match tokio::time::timeout(stall, &mut delivery).await {
+                    Ok(answer) => answer,
+                    Err(_) => {
+                        stalled = true;
+                        self.producer
+                            .purge(PurgeConfig::default().queue().inflight().non_blocking());
+                        delivery.await
+                    }
                 },
-                Either::Right(ready) => Outcome::failed(ready.await),
+                None => delivery.await,
+            };
+            outcomes.push(match answer {
+                Ok(Ok(_)) => Outcome::Delivered,
+                Ok(Err((error, _))) => Outcome::failed(error),
+                Err(_) => Outcome::failed(KafkaError::Canceled),
             });
         }
-        (self.records, outcomes, self.started.elapsed())
+        Settled {
+            records: self.records,
+            outcomes,
+            took: self.started.elapsed(),
+            stalled,
+        }
     }
 }
 
@@ -345,6 +387,7 @@ impl KafkaService {
             records,
             reports,
             started,
+            producer: self.producer.clone(),
         };
         Some((batch, waited))
     }
@@ -427,6 +470,8 @@ mod tests {
         assert!(doubt(KafkaError::MessageProduction(
             OutOfOrderSequenceNumber
         )));
+        assert!(doubt(KafkaError::MessageProduction(PurgeInflight)));
+        assert!(doubt(KafkaError::MessageProduction(PurgeQueue)));
         assert!(!doubt(KafkaError::MessageProduction(NotLeaderForPartition)));
         assert!(!doubt(KafkaError::MessageProduction(MessageSizeTooLarge)));
     }

@@ -28,6 +28,9 @@ pub struct RelayStatus {
     /// nothing: until then batches are cut to a sixteenth (probes), so that a broker that
     /// is away holds one small batch in librdkafka's memory rather than a full one.
     pub broker_confirmed: bool,
+    /// Events handed to librdkafka whose delivery reports are not all in: at most two
+    /// batches, and after a stall (`relay.stall_timeout`) at most two probes.
+    pub in_flight_events: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
