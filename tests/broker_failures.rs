@@ -208,9 +208,13 @@ async fn a_hung_broker_gets_back_what_it_held_and_then_only_probes() {
     wait_for("the stall noticed", Duration::from_secs(30), || async {
         let status = sidecar.status().await;
         in_flight(&status);
-        status["relay"]["last_errors"]["stalled"]["message"]
+        let stalled = status["relay"]["last_errors"]["stalled"]["message"]
             .as_str()
-            .is_some_and(|m| m.contains("taken back from librdkafka"))
+            .is_some_and(|m| m.contains("taken back from librdkafka"));
+        if stalled {
+            assert_eq!(status["relay"]["broker_confirmed"], false, "{status}");
+        }
+        stalled
     })
     .await;
     posting.await.unwrap();

@@ -496,6 +496,8 @@ impl Relay {
         };
         self.reports_in(&settled);
         if settled.stalled {
+            self.policy.stalled();
+            self.publish_status();
             let waited = humantime::format_duration(self.config.stall_timeout);
             tracing::warn!(%waited, "no delivery report: taking back what librdkafka holds, to send it again in small batches");
             self.note_error(

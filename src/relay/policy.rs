@@ -195,6 +195,13 @@ impl Policy {
         self.broker_confirmed
     }
 
+    /// A stall (no delivery report for `relay.stall_timeout`) is noticed: the broker is not
+    /// confirmed from now on, before the round's outcomes are settled, so the status never
+    /// shows a stall beside a confirmed broker.
+    pub fn stalled(&mut self) {
+        self.broker_confirmed = false;
+    }
+
     pub fn held_keys(&self) -> usize {
         self.held.len()
     }
@@ -370,5 +377,25 @@ mod tests {
             &failed(RDKafkaErrorCode::MessageTimedOut),
         );
         assert!(policy.after_round(&round).recreate_producer);
+    }
+
+    #[test]
+    fn a_stall_unconfirms_the_broker_until_a_round_delivers() {
+        let mut policy = policy();
+        let delivered = Round {
+            records: 1,
+            delivered: 1,
+            ..Round::default()
+        };
+        policy.after_round(&delivered);
+        assert!(policy.clear());
+        policy.stalled();
+        assert!(!policy.broker_confirmed());
+        assert!(
+            !policy.clear(),
+            "no read-ahead while the broker is in doubt"
+        );
+        policy.after_round(&delivered);
+        assert!(policy.broker_confirmed());
     }
 }
