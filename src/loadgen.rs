@@ -63,7 +63,11 @@ pub struct LoadReport {
     pub drain_seconds: Option<f64>,
     pub relay_events_per_second: Option<f64>,
     pub relay_mb_per_second: Option<f64>,
+    /// The sidecar's CPU-seconds (with `--pid`) from the start until the backlog drained.
+    pub drain_cpu_seconds: Option<f64>,
     pub baseline_events_per_second: Option<f64>,
+    /// The plain producer's CPU-seconds while it produced (its messages built before).
+    pub baseline_cpu_seconds: Option<f64>,
     pub relay_to_baseline_ratio: Option<f64>,
     pub fresh_baseline_events_per_second: Option<f64>,
     pub relay_to_fresh_baseline_ratio: Option<f64>,
@@ -259,7 +263,9 @@ pub async fn run(spec: LoadSpec) -> anyhow::Result<LoadReport> {
         drain_seconds: None,
         relay_events_per_second: None,
         relay_mb_per_second: None,
+        drain_cpu_seconds: None,
         baseline_events_per_second: None,
+        baseline_cpu_seconds: None,
         relay_to_baseline_ratio: None,
         fresh_baseline_events_per_second: None,
         relay_to_fresh_baseline_ratio: None,
@@ -275,6 +281,9 @@ pub async fn run(spec: LoadSpec) -> anyhow::Result<LoadReport> {
                 report.drain_seconds = Some(total - seconds);
                 report.relay_events_per_second = Some(delivered as f64 / total);
                 report.relay_mb_per_second = Some(bytes as f64 / total / 1e6);
+                report.drain_cpu_seconds = usage_before
+                    .zip(spec.pid.and_then(process_usage))
+                    .map(|(b, a)| a.1 - b.1);
                 break;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -293,13 +302,14 @@ pub async fn run(spec: LoadSpec) -> anyhow::Result<LoadReport> {
             baseline_spec.events = delivered.max(1);
         }
         if let Some(brokers) = &spec.baseline_brokers {
-            let rate = baseline(brokers, &catalog, &baseline_spec).await?;
+            let (rate, cpu) = baseline(brokers, &catalog, &baseline_spec).await?;
             report.baseline_events_per_second = Some(rate);
+            report.baseline_cpu_seconds = cpu;
             report.relay_to_baseline_ratio = report.relay_events_per_second.map(|r| r / rate);
         }
         if spec.baseline_fresh {
             let broker = DevBroker::start(1, &catalog.topics(), 3)?;
-            let rate = baseline(&broker.bootstrap_servers(), &catalog, &baseline_spec).await?;
+            let (rate, _) = baseline(&broker.bootstrap_servers(), &catalog, &baseline_spec).await?;
             report.fresh_baseline_events_per_second = Some(rate);
             report.relay_to_fresh_baseline_ratio = report.relay_events_per_second.map(|r| r / rate);
         }
@@ -307,8 +317,13 @@ pub async fn run(spec: LoadSpec) -> anyhow::Result<LoadReport> {
     Ok(report)
 }
 
-/// Produces the same messages with a plain idempotent producer and returns its events/s.
-async fn baseline(brokers: &str, catalog: &Catalog, spec: &LoadSpec) -> anyhow::Result<f64> {
+/// Produces the same messages with a plain idempotent producer; returns its events/s and the
+/// CPU-seconds this process spent producing them.
+async fn baseline(
+    brokers: &str,
+    catalog: &Catalog,
+    spec: &LoadSpec,
+) -> anyhow::Result<(f64, Option<f64>)> {
     let config = KafkaConfig {
         brokers: brokers.to_string(),
         ..KafkaConfig::default()
@@ -325,6 +340,7 @@ async fn baseline(brokers: &str, catalog: &Catalog, spec: &LoadSpec) -> anyhow::
         })
         .collect();
     let started = Instant::now();
+    let cpu_before = process_usage(std::process::id());
     let mut pending = Vec::with_capacity(messages.len());
     for message in &messages {
         let mut record = FutureRecord::to(&message.topic)
@@ -349,7 +365,11 @@ async fn baseline(brokers: &str, catalog: &Catalog, spec: &LoadSpec) -> anyhow::
             bail!("baseline produce failed: {e}");
         }
     }
-    Ok(spec.events as f64 / started.elapsed().as_secs_f64())
+    let rate = spec.events as f64 / started.elapsed().as_secs_f64();
+    let cpu = cpu_before
+        .zip(process_usage(std::process::id()))
+        .map(|(b, a)| a.1 - b.1);
+    Ok((rate, cpu))
 }
 
 #[cfg(test)]
