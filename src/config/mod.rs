@@ -176,7 +176,10 @@ pub struct RelayConfig {
     /// holds during an outage is then at most a probe's worth instead of two full batches
     /// (about 60 MiB with the defaults). A broker that was only slow may then write some of
     /// them twice (at most the two batches in flight). Reports that merely trickle in (quotas,
-    /// a slow link) do not count as silence.
+    /// a slow link) do not count as silence. The default, 2 minutes, is well beyond Kafka's
+    /// own waits (30 s request and replica-fetch timeouts, librdkafka's 60 s socket timeout):
+    /// a cluster healing itself after a paused broker was seen to answer only after 30 s, and
+    /// taking its writes back then wrote 120 events twice.
     #[serde(with = "humantime_serde")]
     pub stall_timeout: Duration,
     /// How long a topic stays paused after a configuration error before it is tried again.
@@ -496,7 +499,7 @@ impl Default for RelayConfig {
             max_bytes_per_second: Limit::Unlimited,
             retry_backoff_min: Duration::from_millis(200),
             retry_backoff_max: Duration::from_secs(30),
-            stall_timeout: Duration::from_secs(30),
+            stall_timeout: Duration::from_secs(120),
             pause_retry: Duration::from_secs(30),
             publish_summaries: true,
             summary_source: "edge-outbox".into(),
