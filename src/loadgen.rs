@@ -149,6 +149,11 @@ fn process_usage(pid: u32) -> Option<(f64, f64)> {
     Some((rss_kib / 1024.0, ticks / 100.0))
 }
 
+/// The CPU-seconds a process spent between two [`process_usage`] readings of it.
+fn cpu_seconds_between(before: Option<(f64, f64)>, after: Option<(f64, f64)>) -> Option<f64> {
+    before.zip(after).map(|(b, a)| a.1 - b.1)
+}
+
 async fn status(client: &reqwest::Client, url: &str) -> anyhow::Result<Value> {
     Ok(client
         .get(format!("{url}/v1/status"))
@@ -254,12 +259,10 @@ pub async fn run(spec: LoadSpec) -> anyhow::Result<LoadReport> {
         refused,
         sidecar_rss_mib_before: usage_before.map(|u| u.0),
         sidecar_rss_mib_after: usage_after.map(|u| u.0),
-        sidecar_cpu_percent: usage_before
-            .zip(usage_after)
-            .map(|(b, a)| (a.1 - b.1) / seconds * 100.0),
-        load_tool_cpu_percent: own_before
-            .zip(own_after)
-            .map(|(b, a)| (a.1 - b.1) / seconds * 100.0),
+        sidecar_cpu_percent: cpu_seconds_between(usage_before, usage_after)
+            .map(|cpu| cpu / seconds * 100.0),
+        load_tool_cpu_percent: cpu_seconds_between(own_before, own_after)
+            .map(|cpu| cpu / seconds * 100.0),
         drain_seconds: None,
         relay_events_per_second: None,
         relay_mb_per_second: None,
@@ -281,9 +284,8 @@ pub async fn run(spec: LoadSpec) -> anyhow::Result<LoadReport> {
                 report.drain_seconds = Some(total - seconds);
                 report.relay_events_per_second = Some(delivered as f64 / total);
                 report.relay_mb_per_second = Some(bytes as f64 / total / 1e6);
-                report.drain_cpu_seconds = usage_before
-                    .zip(spec.pid.and_then(process_usage))
-                    .map(|(b, a)| a.1 - b.1);
+                report.drain_cpu_seconds =
+                    cpu_seconds_between(usage_before, spec.pid.and_then(process_usage));
                 break;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -366,9 +368,7 @@ async fn baseline(
         }
     }
     let rate = spec.events as f64 / started.elapsed().as_secs_f64();
-    let cpu = cpu_before
-        .zip(process_usage(std::process::id()))
-        .map(|(b, a)| a.1 - b.1);
+    let cpu = cpu_seconds_between(cpu_before, process_usage(std::process::id()));
     Ok((rate, cpu))
 }
 
