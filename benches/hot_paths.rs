@@ -1,6 +1,8 @@
 //! Criterion benches of the hot paths: CloudEvents parsing and validation in each HTTP mode,
 //! record encoding and decoding, store appends (group commit, fsync on) with 1, 16 and 64
-//! concurrent appenders, and the relay's preparation of a Kafka message.
+//! concurrent appenders, the relay's preparation of a Kafka message, and the relay's reads of a
+//! backlog (in append order, and fair: tenants held to their shares, batches in flight passed
+//! over).
 
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
 use edge_outbox::catalog::Catalog;
@@ -130,5 +132,70 @@ fn store_append(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, parsing, records, relay_preparation, store_append);
+/// Reads a stored backlog of 100,000 events of 1,000 tenants (in the load tool's order) in
+/// batches of 10,000 as the relay does, with nothing confirmed: in append order, each read
+/// going on after the last; and fair, each read passing over the records read before it and,
+/// when shares left records behind, starting again where it started.
+fn relay_read(c: &mut Criterion) {
+    const EVENTS: u64 = 100_000;
+    const BATCH: usize = 10_000;
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = StoreConfig::new(dir.path());
+    config.min_free_bytes = 0;
+    config.max_backlog_events = u64::MAX;
+    config.max_backlog_bytes = u64::MAX;
+    let store = Store::open(config).unwrap();
+    runtime.block_on(async {
+        for first in (0..EVENTS).step_by(100) {
+            let records = (first..first + 100).map(sample_record).collect();
+            store.append(records).await.unwrap();
+        }
+    });
+    let mut group = c.benchmark_group("relay_read");
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(EVENTS));
+    group.bench_function("append_order_100k", |b| {
+        b.iter(|| {
+            let (mut from, mut read) = (0, 0);
+            while read < EVENTS {
+                let batch = store
+                    .read_batch(from, BATCH, u64::MAX, |_, _| false)
+                    .unwrap();
+                from = batch.records.last().unwrap().seq + 1;
+                read += batch.records.len() as u64;
+            }
+        })
+    });
+    group.bench_function("fair_100k", |b| {
+        b.iter(|| {
+            let (mut from, mut read) = (0, 0);
+            // Everything read before stands in for the batches in flight and those the relay
+            // would have confirmed (which the index would no longer name).
+            let mut exclude: Vec<u64> = Vec::new();
+            while read < EVENTS {
+                let batch = store
+                    .read_fair_batch_with(from, BATCH, u64::MAX, &exclude, |_, _| Some(()))
+                    .unwrap();
+                let seqs = batch.records.iter().map(|r| r.seq);
+                if batch.deferred == 0 {
+                    from = seqs.clone().max().unwrap() + 1;
+                }
+                read += batch.records.len() as u64;
+                exclude.extend(seqs);
+                exclude.sort_unstable();
+            }
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    parsing,
+    records,
+    relay_preparation,
+    store_append,
+    relay_read
+);
 criterion_main!(benches);
