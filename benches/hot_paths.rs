@@ -79,6 +79,15 @@ fn relay_preparation(c: &mut Criterion) {
     group.finish();
 }
 
+/// A store in `dir` with no backlog or free-space limits.
+fn unbounded_store(dir: &std::path::Path) -> Store {
+    let mut config = StoreConfig::new(dir);
+    config.min_free_bytes = 0;
+    config.max_backlog_events = u64::MAX;
+    config.max_backlog_bytes = u64::MAX;
+    Store::open(config).unwrap()
+}
+
 fn store_append(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -96,11 +105,7 @@ fn store_append(c: &mut Criterion) {
             &appenders,
             |b, &appenders| {
                 let dir = tempfile::tempdir().unwrap();
-                let mut config = StoreConfig::new(dir.path());
-                config.min_free_bytes = 0;
-                config.max_backlog_events = u64::MAX;
-                config.max_backlog_bytes = u64::MAX;
-                let store = Store::open(config).unwrap();
+                let store = unbounded_store(dir.path());
                 let counter = std::sync::Arc::new(AtomicU64::new(0));
                 b.iter_batched(
                     || (),
@@ -141,11 +146,7 @@ fn relay_read(c: &mut Criterion) {
     const BATCH: usize = 10_000;
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let mut config = StoreConfig::new(dir.path());
-    config.min_free_bytes = 0;
-    config.max_backlog_events = u64::MAX;
-    config.max_backlog_bytes = u64::MAX;
-    let store = Store::open(config).unwrap();
+    let store = unbounded_store(dir.path());
     runtime.block_on(async {
         for first in (0..EVENTS).step_by(100) {
             let records = (first..first + 100).map(sample_record).collect();
