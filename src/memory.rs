@@ -1,20 +1,16 @@
 //! Allocator settings for a long-running sidecar. glibc's malloc raises its mmap threshold
-//! after a large block is freed (up to 32 MiB, so that later large buffers land in the
-//! per-thread arenas), and it keeps freed pages in those arenas: measured on a store holding
-//! 1,000,000 events, that was 30-50 MiB of resident memory holding nothing. The threshold is
-//! pinned at 4 MiB, and free pages are handed back once a second. Below it stay the buffers a
-//! drain allocates and frees for every batch (zlib's deflate state, librdkafka's message sets,
-//! the store's chunk reads): each mapped afresh, their page faults and unmaps would cost about
-//! 8 % of the sidecar's CPU in a drain. Above it, the de-duplication table and other large,
-//! long-lived blocks get their own mapping, returned when freed. The binary also turns
-//! transparent huge pages off for its process. (glibc's allocator stays: mimalloc held 45 MiB
-//! more resident under load with a million events held, against a 100 MiB target.)
+//! after a large block is freed (so later large buffers land in the per-thread arenas), and
+//! it keeps freed pages in those arenas: measured on a store holding 1,000,000 events, that
+//! was 30-50 MiB of resident memory holding nothing. The threshold is pinned, and free pages
+//! are handed back once a second. The binary also turns transparent huge pages off for its
+//! process. (glibc's allocator stays: mimalloc held 45 MiB more resident under load with a
+//! million events held, against a 100 MiB target.)
 
 use std::time::Duration;
 
 /// Buffers at least this large get their own mapping, returned to the system when freed.
 #[cfg(target_env = "gnu")]
-const MMAP_THRESHOLD: libc::c_int = 4 * 1024 * 1024;
+const MMAP_THRESHOLD: libc::c_int = 128 * 1024;
 
 /// Pins the mmap threshold; call once at start.
 pub fn tune_allocator() {
