@@ -1,7 +1,8 @@
 # Sourced by the measurement scripts: one Apache Kafka broker (combined broker and controller,
 # KRaft) from the jars that scripts/install-test-deps fetched, on loopback.
 #   start_apache_kafka WORK PORT   # listens on PORT (controller on PORT+1), data in WORK
-# Sets KAFKA to its bootstrap address; the caller kills it (pkill -f WORK) when done.
+# Sets KAFKA to its bootstrap address and KAFKA_PID to the broker's process; the caller kills it
+# (pkill -f WORK) when done.
 start_apache_kafka() {
   local work=$1 port=$2
   local version libs
@@ -23,6 +24,7 @@ auto.create.topics.enable=false
 PROPS
   java -cp "$libs/*" kafka.tools.StorageTool format --cluster-id ZWRnZS1vdXRib3gtdGVzdA --config "$work/kafka.properties" >/dev/null 2>&1
   java -Xmx1g -cp "$libs/*" kafka.Kafka "$work/kafka.properties" > "$work/kafka.log" 2>&1 &
+  KAFKA_PID=$!
   KAFKA=127.0.0.1:$port
 }
 
