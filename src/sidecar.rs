@@ -266,7 +266,13 @@ impl Sidecar {
             ));
         }
         let relay = tokio::spawn(relay.run(watcher));
-        let memory = crate::memory::spawn_release_task();
+        let memory = crate::memory::spawn_release_task({
+            let store = store.clone();
+            move || {
+                let stats = store.stats();
+                stats.next_seq.wrapping_add(stats.cursor)
+            }
+        });
         tracing::info!(
             %addr,
             ops = ?config.ops_listen,
