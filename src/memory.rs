@@ -145,7 +145,10 @@ mod tests {
         assert!(!policy.due(5, 10 * MIB), "nothing happened since");
         assert!(policy.due(5, 20 * MIB), "still, but 20 MiB more resident");
         policy.trimmed(20 * MIB);
-        assert!(!policy.due(9, 2 * MIB), "busy, little freed");
+        assert!(
+            !policy.due(9, 2 * MIB),
+            "busy, resident memory about its low"
+        );
         assert!(policy.due(9, 2 * MIB), "still again after activity");
         assert!(!policy.due(9, 2 * MIB));
     }
