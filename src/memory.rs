@@ -65,7 +65,9 @@ pub fn resident_bytes() -> usize {
 /// so at a steady rate, where freed buffers are soon reused, it is better left undone. It
 /// runs once the store has been still for a check interval (nothing appended, nothing
 /// delivered), and whenever resident memory is [`TrimPolicy::GROWTH`] above its lowest since
-/// the last trim (a burst, whose freed buffers would otherwise stay until the store is still).
+/// the last trim (a burst, whose freed buffers would otherwise stay until the store is still),
+/// but then at most once every [`TrimPolicy::BUSY_CHECKS`] checks: a drain's buffers come and go
+/// by tens of MiB, and trimming them every second only has them fault back in.
 #[derive(Debug)]
 pub struct TrimPolicy {
     /// The activity counter at the previous check.
@@ -74,17 +76,22 @@ pub struct TrimPolicy {
     dirty: bool,
     /// The least resident memory seen since the last trim.
     resident_low: usize,
+    /// Checks since the last trim.
+    checks_since_trim: u32,
 }
 
 impl TrimPolicy {
     /// How far resident memory may grow above its lowest since the last trim before a trim.
     pub const GROWTH: usize = 16 << 20;
+    /// The fewest checks between two trims while the store is busy.
+    pub const BUSY_CHECKS: u32 = 10;
 
     pub fn new(activity: u64, resident: usize) -> TrimPolicy {
         TrimPolicy {
             seen: activity,
             dirty: true,
             resident_low: resident,
+            checks_since_trim: 0,
         }
     }
 
@@ -94,7 +101,9 @@ impl TrimPolicy {
         let still = activity == self.seen;
         self.seen = activity;
         self.resident_low = self.resident_low.min(resident);
-        let grown = resident > self.resident_low + Self::GROWTH;
+        self.checks_since_trim = self.checks_since_trim.saturating_add(1);
+        let grown = resident > self.resident_low + Self::GROWTH
+            && self.checks_since_trim >= Self::BUSY_CHECKS;
         if !still {
             self.dirty = true;
             return grown;
@@ -105,6 +114,7 @@ impl TrimPolicy {
     /// Records a trim, and the resident bytes after it.
     pub fn trimmed(&mut self, resident: usize) {
         self.resident_low = resident;
+        self.checks_since_trim = 0;
     }
 }
 
@@ -119,13 +129,20 @@ pub fn spawn_release_task(
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             every.tick().await;
-            if policy.due(activity(), resident_bytes()) {
+            let before = resident_bytes();
+            if policy.due(activity(), before) {
                 let after = tokio::task::spawn_blocking(|| {
                     release_free_memory();
                     resident_bytes()
                 })
-                .await;
-                policy.trimmed(after.unwrap_or(0));
+                .await
+                .unwrap_or(0);
+                tracing::debug!(
+                    resident_before = before,
+                    resident_after = after,
+                    "released free memory"
+                );
+                policy.trimmed(after);
             }
         }
     })
@@ -137,34 +154,60 @@ mod tests {
 
     const MIB: usize = 1 << 20;
 
+    /// Calls `due` with `activity` and `resident` until it says yes; how many calls it took.
+    fn checks_until_due(policy: &mut TrimPolicy, activity: &mut u64, resident: usize) -> u32 {
+        (1..=100)
+            .find(|_| {
+                *activity += 1;
+                policy.due(*activity, resident)
+            })
+            .expect("a trim within 100 checks")
+    }
+
     #[test]
     fn a_still_store_is_trimmed_once_then_left_alone() {
         let mut policy = TrimPolicy::new(5, 0);
         assert!(policy.due(5, 0), "what start-up freed is released");
+        policy.trimmed(0);
         assert!(!policy.due(5, 0));
         assert!(!policy.due(5, 10 * MIB), "nothing happened since");
-        assert!(policy.due(5, 20 * MIB), "still, but 20 MiB more resident");
-        policy.trimmed(20 * MIB);
-        assert!(
-            !policy.due(9, 2 * MIB),
-            "busy, resident memory about its low"
-        );
+        assert!(!policy.due(9, 2 * MIB), "busy, resident memory low");
         assert!(policy.due(9, 2 * MIB), "still again after activity");
-        assert!(!policy.due(9, 2 * MIB));
+        policy.trimmed(2 * MIB);
+        assert!((0..50).all(|_| !policy.due(9, 2 * MIB)));
     }
 
     #[test]
-    fn a_busy_store_is_trimmed_once_resident_memory_grew_enough() {
-        let mut policy = TrimPolicy::new(0, 30 * MIB);
-        assert!(!policy.due(1, 30 * MIB));
-        assert!(!policy.due(2, 10 * MIB), "handed back: the low mark falls");
-        assert!(!policy.due(3, 26 * MIB), "16 MiB more, not more than that");
-        assert!(policy.due(4, 27 * MIB));
-        policy.trimmed(27 * MIB);
-        assert!(
-            !policy.due(5, 40 * MIB),
-            "measured from the resident bytes after the trim"
+    fn a_busy_store_is_trimmed_once_resident_memory_grew_enough_and_not_every_check() {
+        let mut activity = 0;
+        let mut policy = TrimPolicy::new(activity, 30 * MIB);
+        let busy_checks = TrimPolicy::BUSY_CHECKS;
+        for (resident, why) in [
+            (30 * MIB, "resident memory at its low"),
+            (10 * MIB, "handed back: the low mark falls"),
+            (26 * MIB, "16 MiB more, not more than that"),
+        ] {
+            activity += 1;
+            assert!(!policy.due(activity, resident), "{why}");
+        }
+        assert_eq!(
+            checks_until_due(&mut policy, &mut activity, 27 * MIB) + 3,
+            busy_checks,
+            "grown, due once {busy_checks} checks passed since start"
         );
-        assert!(policy.due(6, 44 * MIB));
+        policy.trimmed(27 * MIB);
+        assert_eq!(
+            checks_until_due(&mut policy, &mut activity, 44 * MIB),
+            busy_checks,
+            "grown again from the resident bytes after the trim: not before {busy_checks} checks"
+        );
+        policy.trimmed(27 * MIB);
+        for _ in 0..3 * busy_checks {
+            activity += 1;
+            assert!(
+                !policy.due(activity, 40 * MIB),
+                "13 MiB more than after the trim: left alone"
+            );
+        }
     }
 }
