@@ -64,10 +64,12 @@ pub fn resident_bytes() -> usize {
 /// time at 2,000 events/s, measured) and the pages it returns fault back in at the next batch,
 /// so at a steady rate, where freed buffers are soon reused, it is better left undone. It
 /// runs once the store has been still for a check interval (nothing appended, nothing
-/// delivered), and whenever resident memory is [`TrimPolicy::GROWTH`] above its lowest since
-/// the last trim (a burst, whose freed buffers would otherwise stay until the store is still),
-/// but then at most once every [`TrimPolicy::BUSY_CHECKS`] checks: a drain's buffers come and go
-/// by tens of MiB, and trimming them every second only has them fault back in.
+/// delivered), then again every [`TrimPolicy::SPACING`] checks while it stays still (what is
+/// freed then, such as librdkafka's queue given up after `relay.stall_timeout`, is handed back
+/// too); and while the store is busy, once resident memory is [`TrimPolicy::GROWTH`] above its
+/// lowest since the last trim (a burst), but no sooner than [`TrimPolicy::SPACING`] checks after
+/// the last trim: a drain's buffers come and go by tens of MiB, and trimming them every second
+/// only has them fault back in.
 #[derive(Debug)]
 pub struct TrimPolicy {
     /// The activity counter at the previous check.
@@ -83,8 +85,8 @@ pub struct TrimPolicy {
 impl TrimPolicy {
     /// How far resident memory may grow above its lowest since the last trim before a trim.
     pub const GROWTH: usize = 16 << 20;
-    /// The fewest checks between two trims while the store is busy.
-    pub const BUSY_CHECKS: u32 = 10;
+    /// The fewest checks between two trims, but for the first still check after activity.
+    pub const SPACING: u32 = 10;
 
     pub fn new(activity: u64, resident: usize) -> TrimPolicy {
         TrimPolicy {
@@ -102,13 +104,12 @@ impl TrimPolicy {
         self.seen = activity;
         self.resident_low = self.resident_low.min(resident);
         self.checks_since_trim = self.checks_since_trim.saturating_add(1);
-        let grown = resident > self.resident_low + Self::GROWTH
-            && self.checks_since_trim >= Self::BUSY_CHECKS;
+        let spaced = self.checks_since_trim >= Self::SPACING;
         if !still {
             self.dirty = true;
-            return grown;
+            return spaced && resident > self.resident_low + Self::GROWTH;
         }
-        std::mem::replace(&mut self.dirty, false) || grown
+        std::mem::replace(&mut self.dirty, false) || spaced
     }
 
     /// Records a trim, and the resident bytes after it.
@@ -154,34 +155,43 @@ mod tests {
 
     const MIB: usize = 1 << 20;
 
-    /// Calls `due` with `activity` and `resident` until it says yes; how many calls it took.
-    fn checks_until_due(policy: &mut TrimPolicy, activity: &mut u64, resident: usize) -> u32 {
+    /// Calls `due` until it says yes, the store busy (`activity` moving) or still; how many
+    /// calls it took.
+    fn checks_until_due(
+        policy: &mut TrimPolicy,
+        activity: &mut u64,
+        resident: usize,
+        busy: bool,
+    ) -> u32 {
         (1..=100)
             .find(|_| {
-                *activity += 1;
+                *activity += u64::from(busy);
                 policy.due(*activity, resident)
             })
             .expect("a trim within 100 checks")
     }
 
     #[test]
-    fn a_still_store_is_trimmed_once_then_left_alone() {
+    fn a_still_store_is_trimmed_at_once_then_every_spacing_checks() {
         let mut policy = TrimPolicy::new(5, 0);
         assert!(policy.due(5, 0), "what start-up freed is released");
         policy.trimmed(0);
-        assert!(!policy.due(5, 0));
-        assert!(!policy.due(5, 10 * MIB), "nothing happened since");
         assert!(!policy.due(9, 2 * MIB), "busy, resident memory low");
         assert!(policy.due(9, 2 * MIB), "still again after activity");
         policy.trimmed(2 * MIB);
-        assert!((0..50).all(|_| !policy.due(9, 2 * MIB)));
+        let mut activity = 9;
+        assert_eq!(
+            checks_until_due(&mut policy, &mut activity, 2 * MIB, false),
+            TrimPolicy::SPACING,
+            "still: trimmed again after the spacing (memory freed while still)"
+        );
     }
 
     #[test]
     fn a_busy_store_is_trimmed_once_resident_memory_grew_enough_and_not_every_check() {
         let mut activity = 0;
         let mut policy = TrimPolicy::new(activity, 30 * MIB);
-        let busy_checks = TrimPolicy::BUSY_CHECKS;
+        let spacing = TrimPolicy::SPACING;
         for (resident, why) in [
             (30 * MIB, "resident memory at its low"),
             (10 * MIB, "handed back: the low mark falls"),
@@ -191,18 +201,18 @@ mod tests {
             assert!(!policy.due(activity, resident), "{why}");
         }
         assert_eq!(
-            checks_until_due(&mut policy, &mut activity, 27 * MIB) + 3,
-            busy_checks,
-            "grown, due once {busy_checks} checks passed since start"
+            checks_until_due(&mut policy, &mut activity, 27 * MIB, true) + 3,
+            spacing,
+            "grown, due once {spacing} checks passed since start"
         );
         policy.trimmed(27 * MIB);
         assert_eq!(
-            checks_until_due(&mut policy, &mut activity, 44 * MIB),
-            busy_checks,
-            "grown again from the resident bytes after the trim: not before {busy_checks} checks"
+            checks_until_due(&mut policy, &mut activity, 44 * MIB, true),
+            spacing,
+            "grown again from the resident bytes after the trim: not before {spacing} checks"
         );
         policy.trimmed(27 * MIB);
-        for _ in 0..3 * busy_checks {
+        for _ in 0..3 * spacing {
             activity += 1;
             assert!(
                 !policy.due(activity, 40 * MIB),
