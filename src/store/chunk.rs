@@ -24,29 +24,32 @@ pub struct Cut {
 pub fn cut(first_seq: u64, lengths: &[u32], segment: u64, offset: u64) -> Vec<Cut> {
     let mut cuts = Vec::new();
     let (mut first_seq, mut offset) = (first_seq, offset);
-    let mut lengths = lengths.iter().copied().peekable();
-    while lengths.peek().is_some() {
+    let mut rest = lengths;
+    while !rest.is_empty() {
         let mut size = 0usize;
-        let mut members = Vec::new();
-        while let Some(len) =
-            lengths.next_if(|len| members.is_empty() || size + *len as usize <= CHUNK_TARGET_BYTES)
-        {
-            size += len as usize;
-            members.push(len);
-        }
+        let count = rest
+            .iter()
+            .take_while(|len| {
+                size += **len as usize;
+                size <= CHUNK_TARGET_BYTES
+            })
+            .count()
+            .max(1);
+        // Copied to a vector of its exact size: the index keeps it as long as the chunk.
+        let (members, after) = rest.split_at(count);
         let len: u64 = members.iter().map(|l| framed_len(*l)).sum();
-        let count = members.len() as u64;
         cuts.push(Cut {
             first_seq,
-            lengths: members,
+            lengths: members.to_vec(),
             location: Location {
                 segment,
                 offset,
                 len,
             },
         });
-        first_seq += count;
+        first_seq += count as u64;
         offset += len;
+        rest = after;
     }
     cuts
 }
