@@ -154,9 +154,12 @@ impl Generation {
         Ok(true)
     }
 
-    /// sled's flush (not an fsync: see [`Durability`]).
+    /// sled's flush (not an fsync: see [`Durability`]); hands the IO buffers it replaced to
+    /// the collector ([`crate::memory::hand_over_deferred_frees`]).
     pub fn flush(&self) -> sled::Result<usize> {
-        self.tree().flush()
+        let flushed = self.tree().flush();
+        crate::memory::hand_over_deferred_frees();
+        flushed
     }
 
     /// Closes the database and opens it again, dropping the pages sled kept in memory. Waits

@@ -58,12 +58,16 @@ impl Live {
         {
             // One read guard for both calls: never take the generation's lock twice at once.
             let tree = self.generation.tree();
-            tree.apply_batch(batch.into_batch())
-                .map_err(|e| format!("write failed: {e}"))?;
+            let applied = tree.apply_batch(batch.into_batch());
+            // The IO buffers sled filled and replaced go to the collector now, not once 64 wait.
+            crate::memory::hand_over_deferred_frees();
+            applied.map_err(|e| format!("write failed: {e}"))?;
             if !durable {
                 return Ok(());
             }
-            tree.flush().map_err(|e| format!("write failed: {e}"))?;
+            let flushed = tree.flush();
+            crate::memory::hand_over_deferred_frees();
+            flushed.map_err(|e| format!("write failed: {e}"))?;
         }
         self.durability
             .sync()
