@@ -67,7 +67,7 @@ pub fn hand_over_deferred_frees() {
 /// Frees what waits on the collector's queue (see [`hand_over_deferred_frees`]).
 fn run_deferred_frees() {
     for _ in 0..DEFERRED_FREE_ROUNDS {
-        sled::crossbeam_pin().flush();
+        hand_over_deferred_frees();
     }
 }
 

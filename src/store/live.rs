@@ -58,16 +58,19 @@ impl Live {
         {
             // One read guard for both calls: never take the generation's lock twice at once.
             let tree = self.generation.tree();
-            let applied = tree.apply_batch(batch.into_batch());
+            let written = tree.apply_batch(batch.into_batch()).and_then(|()| {
+                if durable {
+                    tree.flush().map(drop)
+                } else {
+                    Ok(())
+                }
+            });
             // The IO buffers sled filled and replaced go to the collector now, not once 64 wait.
             crate::memory::hand_over_deferred_frees();
-            applied.map_err(|e| format!("write failed: {e}"))?;
+            written.map_err(|e| format!("write failed: {e}"))?;
             if !durable {
                 return Ok(());
             }
-            let flushed = tree.flush();
-            crate::memory::hand_over_deferred_frees();
-            flushed.map_err(|e| format!("write failed: {e}"))?;
         }
         self.durability
             .sync()

@@ -71,15 +71,14 @@ impl PrintTable {
         if seq < keep_from {
             return;
         }
+        self.newest = self.newest.max(seq);
         let fits = seq > self.base && seq - self.base <= u64::from(u32::MAX);
         if !fits || (self.occupied + 1) * 5 > self.slots.len() * 4 {
-            self.newest = self.newest.max(seq);
             self.rebuild(keep_from, 1);
         }
         if seq <= self.base {
             return; // more than the span below the newest: forgotten early
         }
-        self.newest = self.newest.max(seq);
         let offset = (seq - self.base) as u32;
         self.place(halves(fingerprint), offset);
     }
